@@ -1,0 +1,125 @@
+"""Enclave: restricted-sharing research coordination."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from flask import Flask, g, request, session
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from app.config import Settings, ensure_dev_secret, load_settings
+from app.context import client_ip, request_id
+from app.db import bind, db, make_engine
+
+log = logging.getLogger("enclave")
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """Build the app. ``overrides`` replace settings (tests); the environment does the rest.
+
+    Start-up fails with a one-line ConfigError/PolicyError/KeyringError message when
+    a setting, a policy file or a key is wrong, never later on first use.
+    """
+    from app.crypto.keyring import load_or_create
+    from app.policy import load_policy
+
+    settings = load_settings(overrides)
+    ensure_dev_secret(settings)
+    policy = load_policy(settings.policy_dir)
+    keyring, created = load_or_create(
+        settings.keyring_path, policy.level_keys(), allow_create=not settings.production
+    )
+    if created:
+        log.warning("generated a development keyring in %s; production must set "
+                    "ENCLAVE_KEYRING", settings.keyring_path)
+    elif keyring.ensure_levels(policy.level_keys()):
+        keyring.save(settings.keyring_path)
+
+    app = Flask(__name__, instance_path=str(settings.instance_path))
+    settings.instance_path.mkdir(parents=True, exist_ok=True)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_form_bytes,
+        MAX_FORM_MEMORY_SIZE=settings.max_form_bytes,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        SESSION_COOKIE_NAME="enclave_session",
+        REMEMBER_COOKIE_DURATION=0,
+        WTF_CSRF_TIME_LIMIT=None,
+        RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
+        RATELIMIT_KEY_PREFIX="enclave",
+        TESTING=settings.env == "test",
+    )
+    app.extensions["enclave.settings"] = settings
+    app.extensions["enclave.policy"] = policy
+    app.extensions["enclave.keyring"] = keyring
+    engine = make_engine(settings.database_url)
+    app.extensions["enclave.engine"] = engine
+    bind(engine)
+
+    if settings.proxy_count:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_count,  # type: ignore
+                                x_proto=settings.proxy_count, x_host=settings.proxy_count)
+
+    _init_extensions(app, settings)
+    _register_blueprints(app)
+    _register_hooks(app, settings)
+
+    from app.cli import register_cli
+
+    register_cli(app)
+    return app
+
+
+def _init_extensions(app: Flask, settings: Settings) -> None:
+    from app.auth.service import load_session_user
+    from app.extensions import csrf, limiter, login_manager
+
+    csrf.init_app(app)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please sign in to continue."
+    login_manager.login_message_category = "info"
+    login_manager.session_protection = None  # session ids rotate at login instead
+    login_manager.user_loader(load_session_user)
+
+
+def _register_blueprints(app: Flask) -> None:
+    from app.admin.views import bp as admin_bp
+    from app.api import bp as api_bp
+    from app.auth.views import bp as auth_bp
+    from app.extensions import csrf
+    from app.main import bp as main_bp
+    from app.ndas.views import bp as ndas_bp
+    from app.orgs.views import bp as orgs_bp
+
+    app.register_blueprint(main_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(ndas_bp)
+    app.register_blueprint(orgs_bp)
+    app.register_blueprint(admin_bp)
+    app.register_blueprint(api_bp)
+    csrf.exempt(api_bp)  # bearer tokens only; cookie sessions are not accepted there
+
+
+def _register_hooks(app: Flask, settings: Settings) -> None:
+    from app.web import install_web_hooks
+
+    @app.before_request
+    def _request_context() -> None:
+        g.request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+        g.csp_nonce = secrets.token_urlsafe(16)
+        client_ip.set(request.remote_addr or "")
+        request_id.set(g.request_id)
+
+    @app.teardown_appcontext
+    def _remove_session(_exc: BaseException | None) -> None:
+        db.remove()
+
+    install_web_hooks(app, settings)
+    _ = session  # imported for hooks defined in app.web

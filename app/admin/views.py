@@ -1,0 +1,150 @@
+"""Member management (admins, and org admins for their own organization) and the audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import func, select
+
+from app import audit, state
+from app.auth import service as users
+from app.auth.forms import EmptyForm, InviteForm, UserEditForm
+from app.auth.models import Invitation, Role, User
+from app.db import db
+from app.errors import NotFound, ServiceError
+from app.orgs.models import Organization
+from app.pagination import paginate
+from app.web import form_error, role_required
+
+bp = Blueprint("admin", __name__, template_folder="templates", url_prefix="/admin")
+
+
+def _manageable_orgs() -> list[Organization]:
+    query = select(Organization).order_by(Organization.name)
+    if not current_user.is_admin:
+        query = query.where(Organization.id == current_user.org_id)
+    return list(db.scalars(query))
+
+
+def _managed_user(user_id: int) -> User:
+    user = db.get(User, user_id)
+    if user is None or not users.can_manage_org(current_user, user.org):
+        raise NotFound()
+    return user
+
+
+def _invite_form(formdata: bool = True) -> InviteForm:
+    form = InviteForm() if formdata else InviteForm(formdata=None)
+    orgs = _manageable_orgs()
+    form.org.choices = [(o.slug, o.name) for o in orgs]
+    form.clearance.choices = [(lv.key, lv.label) for lv in state.policy().levels]
+    form.role.choices = [(r, r) for r in users.grantable_roles(current_user)]
+    return form
+
+
+@bp.get("/users")
+@role_required(Role.ORG_ADMIN)
+def user_list() -> Any:
+    query = select(User).join(User.org).order_by(Organization.name, User.email)
+    if not current_user.is_admin:
+        query = query.where(User.org_id == current_user.org_id)
+    page = paginate(query, request.args)
+    open_invitations = select(Invitation).where(
+        Invitation.used_at.is_(None), Invitation.revoked_at.is_(None)
+    )
+    if not current_user.is_admin:
+        open_invitations = open_invitations.where(Invitation.org_id == current_user.org_id)
+    pending = db.scalars(
+        open_invitations.order_by(Invitation.created_at.desc()).limit(50)
+    ).all()
+    return render_template("admin/users.html", page=page, invitations=pending,
+                           form=_invite_form(False), invite_link=None, empty=EmptyForm())
+
+
+@bp.post("/users/invite")
+@role_required(Role.ORG_ADMIN)
+def invite() -> Any:
+    form = _invite_form()
+    link = None
+    if form.validate_on_submit():
+        try:
+            org = next((o for o in _manageable_orgs() if o.slug == form.org.data), None)
+            if org is None:
+                raise ServiceError("Choose an organization you manage.", field="org")
+            new = users.invite(current_user, org, form.email.data or "",
+                               form.clearance.data or "", form.role.data or "member")
+        except ServiceError as exc:
+            form_error(exc, form)
+        else:
+            link = url_for("auth.accept_invitation", token=new.token, _external=True)
+            flash(f"Invitation for {new.invitation.email} created. Send them the link below; "
+                  "it works once.", "success")
+            form = _invite_form(False)
+    query = select(User).join(User.org).order_by(Organization.name, User.email)
+    if not current_user.is_admin:
+        query = query.where(User.org_id == current_user.org_id)
+    return render_template("admin/users.html", page=paginate(query, request.args),
+                           invitations=[], form=form, invite_link=link,
+                           empty=EmptyForm()), 400 if form.errors else 200
+
+
+@bp.route("/users/<int:user_id>", methods=["GET", "POST"])
+@role_required(Role.ORG_ADMIN)
+def user_edit(user_id: int) -> Any:
+    user = _managed_user(user_id)
+    if request.method == "POST":
+        form = UserEditForm()
+    else:
+        form = UserEditForm(clearance=user.clearance, role=user.role)
+    form.clearance.choices = [(lv.key, lv.label) for lv in state.policy().levels]
+    form.role.choices = [(r, r) for r in users.grantable_roles(current_user)]
+    if user.role not in dict(form.role.choices):
+        form.role.choices.append((user.role, user.role))
+    if form.validate_on_submit():
+        try:
+            if form.clearance.data != user.clearance:
+                users.set_clearance(current_user, user, form.clearance.data or "")
+            if form.role.data != user.role:
+                users.set_role(current_user, user, form.role.data or "")
+        except ServiceError as exc:
+            db.rollback()
+            form_error(exc, form)
+        else:
+            flash(f"Saved {user.email}.", "success")
+            return redirect(url_for("admin.user_list"))
+    return render_template("admin/user_edit.html", user=user, form=form, empty=EmptyForm()), (
+        400 if form.errors else 200)
+
+
+@bp.post("/users/<int:user_id>/active")
+@role_required(Role.ORG_ADMIN)
+def user_active(user_id: int) -> Any:
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    user = _managed_user(user_id)
+    activate = request.form.get("active") == "1"
+    try:
+        users.set_active(current_user, user, activate)
+    except ServiceError as exc:
+        flash(exc.message, "error")
+    else:
+        flash(f"{user.email} {'enabled' if activate else 'disabled'}; their sessions ended.",
+              "success")
+    return redirect(url_for("admin.user_edit", user_id=user.id))
+
+
+@bp.get("/audit")
+@role_required(Role.ADMIN)
+def audit_log() -> Any:
+    query = select(audit.AuditEntry).order_by(audit.AuditEntry.seq.desc())
+    action = request.args.get("action", "").strip()
+    if action:
+        query = query.where(audit.AuditEntry.action == action)
+    actions = db.scalars(select(audit.AuditEntry.action).group_by(audit.AuditEntry.action)
+                         .order_by(audit.AuditEntry.action)).all()
+    total = db.scalar(select(func.count()).select_from(audit.AuditEntry))
+    return render_template("admin/audit.html", page=paginate(query, request.args),
+                           actions=actions, action=action, total=total,
+                           verify=audit.verify_chain() if request.args.get("verify") else None)

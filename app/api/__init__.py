@@ -1,0 +1,116 @@
+"""JSON API at /api/v1: bearer tokens only (no cookies, so no CSRF)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import Blueprint, g, request
+
+from app import access, state
+from app.auth.models import Role, User
+from app.auth.service import sha256_hex, user_for_token
+from app.errors import ServiceError
+from app.extensions import limiter
+from app.pagination import Page
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+F = TypeVar("F", bound=Callable[..., Any])
+
+PUBLIC_ENDPOINTS: set[str] = set()
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    code = "unauthorized"
+
+
+class ApiForbidden(ServiceError):
+    status = 403
+    code = "forbidden"
+
+
+def public(view: F) -> F:
+    """Mark an endpoint as reachable without a token (released content, the spec)."""
+    PUBLIC_ENDPOINTS.add(f"{bp.name}.{view.__name__}")
+    return view
+
+
+def _rate_key() -> str:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return "token:" + sha256_hex(header[7:].strip())[:32]
+    return "ip:" + (request.remote_addr or "")
+
+
+@bp.before_request
+def _authenticate() -> None:
+    g.api_user = None
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        raise Unauthorized("Send an API token: 'Authorization: Bearer <token>'.")
+    user = user_for_token(header[7:].strip())
+    if user is None:
+        raise Unauthorized("The token is invalid, revoked, or its account is not active.")
+    g.api_user = user
+
+
+limiter.limit(lambda: state.settings().api_limit, key_func=_rate_key)(bp)
+
+
+def api_user() -> User:
+    user = g.get("api_user")
+    if user is None:  # pragma: no cover - _authenticate guarantees it
+        raise Unauthorized("Not authenticated.")
+    return user
+
+
+def require_role(role: Role) -> Callable[[F], F]:
+    def decorator(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            user = api_user()
+            if not access.in_good_standing(user) or not user.has_role(role):
+                raise ApiForbidden("Your role does not allow this.")
+            return view(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorator
+
+
+def json_body() -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ServiceError("Send a JSON object with Content-Type: application/json.",
+                           code="bad_json")
+    return data
+
+
+def field(data: dict[str, Any], name: str, kind: type = str, *, required: bool = True,
+          default: Any = None) -> Any:
+    if name not in data or data[name] is None:
+        if required:
+            raise ServiceError(f"'{name}' is required.", code="missing_field", field=name)
+        return default
+    value = data[name]
+    if kind is str and not isinstance(value, str):
+        raise ServiceError(f"'{name}' must be a string.", code="bad_field", field=name)
+    if kind is list and not isinstance(value, list):
+        raise ServiceError(f"'{name}' must be a list.", code="bad_field", field=name)
+    if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ServiceError(f"'{name}' must be an integer.", code="bad_field", field=name)
+    if kind is dict and not isinstance(value, dict):
+        raise ServiceError(f"'{name}' must be an object.", code="bad_field", field=name)
+    return value
+
+
+def page_json(page: Page, render: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    return {"items": [render(i) for i in page.items], "page": page.page,
+            "pages": page.pages, "per_page": page.per_page, "total": page.total}
+
+
+from app.api import core, openapi  # noqa: E402,F401  (routes register on import)

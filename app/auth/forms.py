@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import EmailField, PasswordField, SelectField, StringField
+from wtforms.validators import DataRequired, EqualTo, Length
+
+SAME_AS_PASSWORD = EqualTo("password", "The passwords differ.")
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+
+
+class SecondFactorForm(FlaskForm):
+    code = StringField("Code from your authenticator app, or a recovery code",
+                       validators=[DataRequired(), Length(max=32)])
+
+
+class AcceptInvitationForm(FlaskForm):
+    username = StringField("Username (for @mentions)", validators=[DataRequired(), Length(max=40)])
+    display_name = StringField("Full name", validators=[DataRequired(), Length(max=120)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+    confirm = PasswordField("Repeat password", validators=[DataRequired(), SAME_AS_PASSWORD])
+
+
+class ChangePasswordForm(FlaskForm):
+    current_password = PasswordField("Current password", validators=[DataRequired()])
+    password = PasswordField("New password", validators=[DataRequired(), Length(max=1024)])
+    confirm = PasswordField("Repeat new password", validators=[DataRequired(), SAME_AS_PASSWORD])
+
+
+class MfaConfirmForm(FlaskForm):
+    code = StringField("6-digit code", validators=[DataRequired(), Length(max=12)])
+
+
+class MfaDisableForm(FlaskForm):
+    password = PasswordField("Password", validators=[DataRequired()])
+
+
+class TokenForm(FlaskForm):
+    name = StringField("Token name", validators=[DataRequired(), Length(max=80)])
+
+
+class EmptyForm(FlaskForm):
+    """CSRF only (buttons such as revoke or logout)."""
+
+
+class InviteForm(FlaskForm):
+    email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
+    org = SelectField("Organization", validators=[DataRequired()])
+    clearance = SelectField("Clearance", validators=[DataRequired()])
+    role = SelectField("Role", validators=[DataRequired()])
+
+
+class UserEditForm(FlaskForm):
+    clearance = SelectField("Clearance", validators=[DataRequired()])
+    role = SelectField("Role", validators=[DataRequired()])

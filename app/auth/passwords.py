@@ -1,0 +1,46 @@
+"""Password hashing (Argon2id via argon2-cffi) and strength rules (zxcvbn)."""
+
+from __future__ import annotations
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from zxcvbn import zxcvbn
+
+from app.errors import ServiceError
+
+_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+# A real hash to verify against when the account does not exist, so that a login
+# for an unknown e-mail costs the same time as one for a known e-mail.
+_DUMMY_HASH = _hasher.hash("enclave-timing-equaliser")
+
+MAX_PASSWORD_LENGTH = 1024
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    return _hasher.check_needs_rehash(password_hash)
+
+
+def check_password_strength(password: str, *, min_length: int, user_inputs: list[str]) -> None:
+    """Refuse short, over-long, common or guessable passwords with a clear reason."""
+    if len(password) < min_length:
+        raise ServiceError(f"Use at least {min_length} characters.", field="password")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise ServiceError(f"Use at most {MAX_PASSWORD_LENGTH} characters.", field="password")
+    result = zxcvbn(password[:100], user_inputs=[u for u in user_inputs if u])
+    if result["score"] < 3:
+        warning = result["feedback"].get("warning") or "This password is too easy to guess."
+        raise ServiceError(
+            f"{warning.rstrip('.')}. Choose a longer passphrase of uncommon words.",
+            field="password",
+        )

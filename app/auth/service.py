@@ -1,0 +1,445 @@
+"""Sign-in, invitations, API tokens and user management rules."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, select
+
+from app import access, audit, state
+from app.auth import mfa
+from app.auth.models import ApiToken, Invitation, Role, User
+from app.auth.passwords import (
+    check_password_strength,
+    hash_password,
+    needs_rehash,
+    verify_password,
+)
+from app.db import db, utcnow
+from app.errors import Forbidden, NotFound, ServiceError
+from app.orgs.models import Organization, OrgStatus
+
+USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,38}[a-z0-9]$")
+TOKEN_PREFIX = "enc_"  # noqa: S105  (a public marker, not a secret)
+
+
+class LoginRefused(ServiceError):
+    status = 401
+    code = "login_refused"
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def normalize_email(raw: str) -> str:
+    try:
+        return validate_email(raw.strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise ServiceError(f"Not a valid e-mail address: {exc}", field="email") from None
+
+
+def email_domain(email: str) -> str:
+    return email.rsplit("@", 1)[1].lower()
+
+
+def get_user_by_email(email: str) -> User | None:
+    return db.scalar(select(User).where(func.lower(User.email) == email.strip().lower()))
+
+
+def _standing_problem(user: User) -> str | None:
+    if not user.is_active:
+        return "This account is disabled."
+    if user.org.status == OrgStatus.SUSPENDED.value:
+        return "Your organization's access to Enclave is suspended."
+    if user.org.status != OrgStatus.TRUSTED.value:
+        return "Your organization is not yet trusted on Enclave."
+    return None
+
+
+# ---------------------------------------------------------------- sign-in
+
+def authenticate(email: str, password: str) -> User:
+    """Check a password; return the user or raise LoginRefused (one message for all)."""
+    user = get_user_by_email(email) if email else None
+    ok = verify_password(user.password_hash if user else None, password)
+    if not user or not ok:
+        audit.record("login_failed", actor=email[:254] if email else "", target_type="user",
+                     target_id=user.id if user else "")
+        db.commit()
+        raise LoginRefused("Wrong e-mail or password.")
+    problem = _standing_problem(user)
+    if problem:
+        audit.record("login_refused", actor=user, target_type="user", target_id=user.id,
+                     reason=problem)
+        db.commit()
+        raise LoginRefused(problem)
+    if user.password_hash and needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    return user
+
+
+def complete_login(user: User, *, method: str) -> None:
+    user.last_login_at = utcnow()
+    audit.record("login", actor=user, target_type="user", target_id=user.id, method=method)
+    db.commit()
+
+
+def second_factor(user: User, code: str) -> str:
+    """Verify a TOTP or recovery code; returns the method used or raises LoginRefused."""
+    code = (code or "").strip()
+    if mfa.verify_totp(user, code):
+        return "totp"
+    if "-" in code and mfa.use_recovery_code(user, code):
+        audit.record("recovery_code_used", actor=user, target_type="user", target_id=user.id,
+                     remaining=mfa.remaining_recovery_codes(user))
+        return "recovery_code"
+    audit.record("login_failed", actor=user, target_type="user", target_id=user.id,
+                 stage="second_factor")
+    db.commit()
+    raise LoginRefused("That code is wrong or was already used.", field="code")
+
+
+def load_session_user(session_token: str) -> User | None:
+    """Resolve a Flask-Login id ``"<id>:<session_version>"``; None ends the session."""
+    try:
+        raw_id, raw_version = session_token.split(":", 1)
+        user = db.get(User, int(raw_id))
+        version = int(raw_version)
+    except (ValueError, TypeError):
+        return None
+    if user is None or user.session_version != version or _standing_problem(user):
+        return None
+    return user
+
+
+def end_all_sessions(user: User) -> None:
+    user.session_version += 1
+
+
+def logout(user: User) -> None:
+    end_all_sessions(user)
+    audit.record("logout", actor=user, target_type="user", target_id=user.id)
+    db.commit()
+
+
+def change_password(user: User, current: str, new: str) -> None:
+    if not verify_password(user.password_hash, current):
+        raise ServiceError("The current password is wrong.", field="current_password")
+    check_password_strength(new, min_length=state.settings().min_password_length,
+                            user_inputs=[user.email, user.username, user.display_name])
+    user.password_hash = hash_password(new)
+    user.password_changed_at = utcnow()
+    end_all_sessions(user)
+    audit.record("password_changed", actor=user, target_type="user", target_id=user.id)
+    db.commit()
+
+
+# ---------------------------------------------------------------- 2FA enrolment
+
+def start_mfa_enrolment(user: User) -> str:
+    """Keep a new secret (sealed) until the user proves their device has it."""
+    if user.mfa_enabled:
+        raise ServiceError("Two-factor authentication is already on.")
+    secret = mfa.open_secret(user)
+    if secret is None:
+        secret = mfa.new_secret()
+        user.totp_secret_enc = mfa.seal_secret(user, secret)
+        db.commit()
+    return secret
+
+
+def enable_mfa(user: User, code: str) -> list[str]:
+    if user.mfa_enabled:
+        raise ServiceError("Two-factor authentication is already on.")
+    secret = mfa.open_secret(user)
+    if secret is None:
+        raise ServiceError("Start the enrolment again.")
+    if not mfa.verify_totp(user, code, secret=secret):
+        raise ServiceError("That code does not match. Check the time on your device.",
+                           field="code")
+    user.totp_enabled_at = utcnow()
+    codes = mfa.new_recovery_codes(user)
+    end_all_sessions(user)
+    audit.record("mfa_enabled", actor=user, target_type="user", target_id=user.id)
+    access.forget(user)
+    db.commit()
+    return codes
+
+
+def disable_mfa(user: User, password: str) -> None:
+    if not verify_password(user.password_hash, password):
+        raise ServiceError("The password is wrong.", field="password")
+    user.totp_secret_enc = None
+    user.totp_enabled_at = None
+    user.totp_last_step = None
+    mfa.delete_recovery_codes(user)
+    end_all_sessions(user)
+    audit.record("mfa_disabled", actor=user, target_type="user", target_id=user.id)
+    access.forget(user)
+    db.commit()
+
+
+def regenerate_recovery_codes(user: User, code: str) -> list[str]:
+    if not user.mfa_enabled or not mfa.verify_totp(user, code):
+        raise ServiceError("That code is wrong or was already used.", field="code")
+    codes = mfa.new_recovery_codes(user)
+    audit.record("recovery_codes_regenerated", actor=user, target_type="user",
+                 target_id=user.id)
+    db.commit()
+    return codes
+
+
+# ---------------------------------------------------------------- invitations
+
+def _check_level(level: str, field: str = "clearance") -> None:
+    if not state.policy().is_level(level):
+        raise ServiceError(f"Unknown level {level!r}.", field=field)
+
+
+def can_manage_org(actor: User, org: Organization) -> bool:
+    if actor.is_admin:
+        return True
+    return (
+        actor.role == Role.ORG_ADMIN.value
+        and actor.org_id == org.id
+        and access.in_good_standing(actor)
+    )
+
+
+def grantable_clearance(actor: User | None, org: Organization) -> str:
+    """The highest clearance ``actor`` may grant in ``org``: never above its ceiling,
+    and for an org admin never above their own effective clearance."""
+    policy = state.policy()
+    limit = org.ceiling
+    if actor is not None and not actor.is_admin:
+        own = access.effective_clearance(actor) or policy.level_keys()[0]
+        limit = min(limit, own, key=policy.rank)
+    return limit
+
+
+def grantable_roles(actor: User | None) -> list[str]:
+    if actor is None or actor.is_admin:
+        return [r.value for r in Role]
+    return [Role.MEMBER.value, Role.REVIEWER.value, Role.ORG_ADMIN.value]
+
+
+def _check_grant(actor: User | None, org: Organization, clearance: str, role: str) -> None:
+    _check_level(clearance)
+    if role not in {r.value for r in Role}:
+        raise ServiceError(f"Unknown role {role!r}.", field="role")
+    if actor is not None and not can_manage_org(actor, org):
+        raise Forbidden("You cannot manage members of this organization.")
+    policy = state.policy()
+    limit = grantable_clearance(actor, org)
+    if policy.rank(clearance) > policy.rank(limit):
+        raise ServiceError(
+            f"Clearance {clearance!r} is above what you may grant in {org.slug} ({limit!r}).",
+            field="clearance",
+        )
+    if role not in grantable_roles(actor):
+        raise Forbidden(f"You cannot grant the role {role!r}.")
+
+
+@dataclass
+class NewInvitation:
+    invitation: Invitation
+    token: str
+
+
+def invite(actor: User | None, org: Organization, email: str, clearance: str,
+           role: str = Role.MEMBER.value) -> NewInvitation:
+    """Invite ``email`` into ``org``; ``actor`` None means the command line (an operator)."""
+    email = normalize_email(email)
+    if email_domain(email) not in org.domain_names:
+        raise ServiceError(
+            f"{email} is not in a domain of {org.name} ({', '.join(org.domain_names) or 'none'}).",
+            field="email",
+        )
+    _check_grant(actor, org, clearance, role)
+    if get_user_by_email(email):
+        raise ServiceError(f"{email} already has an account.", field="email")
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation(
+        token_hash=sha256_hex(token), email=email, org_id=org.id, clearance=clearance,
+        role=role, invited_by_id=actor.id if actor else None,
+        expires_at=utcnow() + timedelta(hours=state.settings().invitation_hours),
+    )
+    db.add(invitation)
+    db.flush()
+    audit.record("invitation_created", actor=actor or "cli", target_type="invitation",
+                 target_id=invitation.id, email=email, org=org.slug, clearance=clearance,
+                 role=role)
+    db.commit()
+    return NewInvitation(invitation, token)
+
+
+def find_invitation(token: str) -> Invitation:
+    """The open invitation for ``token``; NotFound with a reason otherwise."""
+    invitation = db.scalar(select(Invitation).where(Invitation.token_hash == sha256_hex(token)))
+    if invitation is None or invitation.revoked_at is not None:
+        raise NotFound("This invitation link is not valid.")
+    if invitation.used_at is not None:
+        raise NotFound("This invitation link was already used. Sign in instead.")
+    if invitation.expires_at <= utcnow():
+        raise NotFound("This invitation link has expired. Ask for a new one.")
+    return invitation
+
+
+def accept_invitation(token: str, *, username: str, display_name: str, password: str) -> User:
+    invitation = find_invitation(token)
+    username = username.strip().lower()
+    display_name = " ".join(display_name.split())
+    if not USERNAME_RE.match(username):
+        raise ServiceError("A username is 3-40 letters, digits, '.', '_' or '-'.",
+                           field="username")
+    if db.scalar(select(User.id).where(User.username == username)):
+        raise ServiceError("That username is taken.", field="username")
+    if not 2 <= len(display_name) <= 120:
+        raise ServiceError("Give your full name (2-120 characters).", field="display_name")
+    if get_user_by_email(invitation.email):
+        raise ServiceError("This e-mail already has an account.")
+    check_password_strength(password, min_length=state.settings().min_password_length,
+                            user_inputs=[invitation.email, username, display_name])
+    # Re-check the grant now: the org's ceiling may have been lowered since.
+    policy = state.policy()
+    clearance = min(invitation.clearance, invitation.org.ceiling, key=policy.rank)
+    user = User(
+        email=invitation.email, username=username, display_name=display_name,
+        org_id=invitation.org_id, clearance=clearance, role=invitation.role,
+        password_hash=hash_password(password), password_changed_at=utcnow(),
+    )
+    db.add(user)
+    invitation.used_at = utcnow()
+    db.flush()
+    audit.record("invitation_accepted", actor=user, target_type="user", target_id=user.id,
+                 invitation=invitation.id)
+    db.commit()
+    return user
+
+
+def create_user(*, email: str, org: Organization, clearance: str, role: str,
+                password: str, username: str | None = None,
+                display_name: str | None = None, actor: User | None = None) -> User:
+    """Create an account directly (command line and seeds)."""
+    email = normalize_email(email)
+    if email_domain(email) not in org.domain_names:
+        raise ServiceError(f"{email} is not in a domain of {org.slug}.", field="email")
+    _check_grant(actor, org, clearance, role)
+    if get_user_by_email(email):
+        raise ServiceError(f"{email} already has an account.", field="email")
+    username = (username or email.split("@", 1)[0]).lower()
+    if not USERNAME_RE.match(username):
+        raise ServiceError(f"Username {username!r} is not valid.", field="username")
+    if db.scalar(select(User.id).where(User.username == username)):
+        raise ServiceError(f"Username {username!r} is taken.", field="username")
+    check_password_strength(password, min_length=state.settings().min_password_length,
+                            user_inputs=[email, username])
+    user = User(email=email, username=username,
+                display_name=display_name or username.replace(".", " ").title(),
+                org_id=org.id, clearance=clearance, role=role,
+                password_hash=hash_password(password), password_changed_at=utcnow())
+    db.add(user)
+    db.flush()
+    audit.record("user_created", actor=actor or "cli", target_type="user", target_id=user.id,
+                 email=email, org=org.slug, clearance=clearance, role=role)
+    db.commit()
+    return user
+
+
+def set_clearance(actor: User | None, user: User, clearance: str) -> None:
+    _check_level(clearance)
+    if actor is not None and actor.id == user.id and not actor.is_admin:
+        raise Forbidden("You cannot change your own clearance.")
+    _check_grant(actor, user.org, clearance, user.role if actor is None or actor.is_admin
+                 else Role.MEMBER.value)
+    old = user.clearance
+    user.clearance = clearance
+    access.forget(user)
+    audit.record("clearance_changed", actor=actor or "cli", target_type="user",
+                 target_id=user.id, email=user.email, old=old, new=clearance)
+    db.commit()
+
+
+def set_role(actor: User | None, user: User, role: str) -> None:
+    if actor is not None and actor.id == user.id:
+        raise Forbidden("You cannot change your own role.")
+    _check_grant(actor, user.org, user.clearance, role)
+    if user.role == Role.ADMIN.value and actor is not None and not actor.is_admin:
+        raise Forbidden("Only an admin can change an admin's role.")
+    old = user.role
+    user.role = role
+    audit.record("role_changed", actor=actor or "cli", target_type="user", target_id=user.id,
+                 email=user.email, old=old, new=role)
+    db.commit()
+
+
+def set_active(actor: User | None, user: User, active: bool) -> None:
+    if actor is not None:
+        if actor.id == user.id:
+            raise Forbidden("You cannot disable your own account.")
+        if not can_manage_org(actor, user.org) or (user.is_admin and not actor.is_admin):
+            raise Forbidden("You cannot manage this account.")
+    user.is_active = active
+    if not active:
+        end_all_sessions(user)
+        for token in db.scalars(select(ApiToken).where(ApiToken.user_id == user.id,
+                                                       ApiToken.revoked_at.is_(None))):
+            token.revoked_at = utcnow()
+    audit.record("user_enabled" if active else "user_disabled", actor=actor or "cli",
+                 target_type="user", target_id=user.id, email=user.email)
+    db.commit()
+
+
+# ---------------------------------------------------------------- API tokens
+
+def create_token(user: User, name: str, *, actor: User | str | None = None) -> tuple[ApiToken, str]:
+    """A new bearer token; the plaintext is returned once and only its hash is kept."""
+    name = " ".join((name or "").split()) or "token"
+    if len(name) > 80:
+        raise ServiceError("A token name has at most 80 characters.", field="name")
+    if user.org.status != OrgStatus.TRUSTED.value or not user.is_active:
+        raise ServiceError(f"{user.email} is not in good standing; no token was made.")
+    plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(user_id=user.id, name=name, token_hash=sha256_hex(plaintext),
+                     prefix=plaintext[: len(TOKEN_PREFIX) + 6])
+    db.add(token)
+    db.flush()
+    audit.record("token_created", actor=actor or user, target_type="api_token",
+                 target_id=token.id, user=user.email, name=name)
+    db.commit()
+    return token, plaintext
+
+
+def revoke_token(actor: User, token_id: int) -> None:
+    token = db.get(ApiToken, token_id)
+    if token is None or (token.user_id != actor.id and not actor.is_admin):
+        raise NotFound("No such token.")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        audit.record("token_revoked", actor=actor, target_type="api_token",
+                     target_id=token.id)
+        db.commit()
+
+
+def user_for_token(plaintext: str) -> User | None:
+    """The user a bearer token authenticates, if it is live and the user in good standing."""
+    if not plaintext.startswith(TOKEN_PREFIX) or len(plaintext) > 200:
+        return None
+    wanted = sha256_hex(plaintext)
+    token = db.scalar(select(ApiToken).where(ApiToken.token_hash == wanted))
+    if token is None or not hmac.compare_digest(token.token_hash, wanted):
+        return None
+    if token.revoked_at is not None or _standing_problem(token.user):
+        return None
+    now = utcnow()
+    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=5):
+        token.last_used_at = now
+        db.commit()
+    return token.user

@@ -1,0 +1,264 @@
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_login import current_user, login_user, logout_user
+from sqlalchemy import select
+
+from app import state
+from app.auth import mfa, service
+from app.auth.forms import (
+    AcceptInvitationForm,
+    ChangePasswordForm,
+    EmptyForm,
+    LoginForm,
+    MfaConfirmForm,
+    MfaDisableForm,
+    SecondFactorForm,
+    TokenForm,
+)
+from app.auth.models import ApiToken
+from app.db import db
+from app.errors import ServiceError
+from app.extensions import limiter
+from app.web import form_error, member_required, safe_next
+
+bp = Blueprint("auth", __name__, template_folder="templates")
+
+PENDING_2FA_SECONDS = 300
+
+
+def _login_limit() -> str:
+    return state.settings().login_limit
+
+
+def _account_key() -> str:
+    return "account:" + (request.form.get("email") or "").strip().lower()[:254]
+
+
+def _pending_key() -> str:
+    pending = session.get("pending_2fa") or {}
+    return f"pending2fa:{pending.get('uid', request.remote_addr)}"
+
+
+def _start_session(user: Any, method: str) -> None:
+    """Fresh session (no fixation): clear everything, then sign in."""
+    next_url = session.get("next")
+    session.clear()
+    login_user(user)
+    now = int(time.time())
+    session["login_at"] = now
+    session["seen_at"] = now
+    service.complete_login(user, method=method)
+    if next_url:
+        session["after_login"] = next_url
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"])
+@limiter.limit(_login_limit, methods=["POST"], key_func=_account_key)
+def login() -> Any:
+    if current_user.is_authenticated:
+        return redirect(url_for("main.home"))
+    form = LoginForm()
+    next_url = safe_next(request.args.get("next"), url_for("main.home"))
+    if form.validate_on_submit():
+        try:
+            user = service.authenticate(form.email.data or "", form.password.data or "")
+        except ServiceError as exc:
+            flash(exc.message, "error")
+            return render_template("auth/login.html", form=form), 401
+        if user.mfa_enabled:
+            session.clear()
+            session["pending_2fa"] = {"uid": user.id, "ver": user.session_version,
+                                      "at": int(time.time()), "next": next_url}
+            db.commit()
+            return redirect(url_for("auth.second_factor"))
+        _start_session(user, "password")
+        return redirect(next_url)
+    return render_template("auth/login.html", form=form), 400 if form.errors else 200
+
+
+@bp.route("/login/2fa", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"], key_func=_pending_key)
+def second_factor() -> Any:
+    pending = session.get("pending_2fa")
+    if not pending or time.time() - pending.get("at", 0) > PENDING_2FA_SECONDS:
+        session.pop("pending_2fa", None)
+        flash("Sign in again.", "info")
+        return redirect(url_for("auth.login"))
+    user = service.load_session_user(f"{pending['uid']}:{pending['ver']}")
+    if user is None:
+        session.clear()
+        return redirect(url_for("auth.login"))
+    form = SecondFactorForm()
+    if form.validate_on_submit():
+        try:
+            method = service.second_factor(user, form.code.data or "")
+        except ServiceError as exc:
+            form_error(exc, form)
+            return render_template("auth/second_factor.html", form=form), 401
+        next_url = pending.get("next") or url_for("main.home")
+        _start_session(user, f"password+{method}")
+        if method == "recovery_code":
+            flash(f"You used a recovery code; {mfa.remaining_recovery_codes(user)} remain.",
+                  "warning")
+        return redirect(safe_next(next_url, url_for("main.home")))
+    return render_template("auth/second_factor.html", form=form)
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    form = EmptyForm()
+    if not form.validate_on_submit():
+        abort(400)
+    if current_user.is_authenticated:
+        service.logout(current_user)
+    logout_user()
+    session.clear()
+    flash("You are signed out.", "info")
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/invite/<token>", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"])
+def accept_invitation(token: str) -> Any:
+    if current_user.is_authenticated:
+        flash("Sign out before accepting an invitation.", "warning")
+        return redirect(url_for("main.home"))
+    try:
+        invitation = service.find_invitation(token)
+    except ServiceError as exc:
+        return render_template("error.html", status=404, message=exc.message), 404
+    form = AcceptInvitationForm()
+    if form.validate_on_submit():
+        try:
+            service.accept_invitation(
+                token, username=form.username.data or "",
+                display_name=form.display_name.data or "", password=form.password.data or "",
+            )
+        except ServiceError as exc:
+            form_error(exc, form)
+        else:
+            flash("Your account is ready. Sign in, then turn on two-factor authentication.",
+                  "success")
+            return redirect(url_for("auth.login"))
+    status = 400 if form.errors else 200
+    return render_template("auth/accept.html", form=form, invitation=invitation), status
+
+
+@bp.route("/account", methods=["GET", "POST"])
+@member_required
+def account() -> Any:
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        try:
+            service.change_password(current_user, form.current_password.data or "",
+                                    form.password.data or "")
+        except ServiceError as exc:
+            form_error(exc, form)
+        else:
+            # This session stays; every other one ended with the version bump.
+            login_user(current_user)
+            flash("Password changed. Your other sessions were signed out.", "success")
+            return redirect(url_for("auth.account"))
+    return render_template("auth/account.html", form=form,
+                           recovery_left=mfa.remaining_recovery_codes(current_user),
+                           empty=EmptyForm()), 400 if form.errors else 200
+
+
+@bp.route("/account/2fa", methods=["GET", "POST"])
+@member_required
+def mfa_setup() -> Any:
+    if current_user.mfa_enabled:
+        return render_template("auth/mfa_on.html", form=MfaDisableForm(),
+                               regen=MfaConfirmForm(),
+                               recovery_left=mfa.remaining_recovery_codes(current_user))
+    secret = service.start_mfa_enrolment(current_user)
+    form = MfaConfirmForm()
+    if form.validate_on_submit():
+        try:
+            codes = service.enable_mfa(current_user, form.code.data or "")
+        except ServiceError as exc:
+            form_error(exc, form)
+        else:
+            session.clear()
+            login_user(current_user)  # rotate: new session version, new cookie
+            now = int(time.time())
+            session["login_at"] = now
+            session["seen_at"] = now
+            flash("Two-factor authentication is on.", "success")
+            return render_template("auth/recovery_codes.html", codes=codes)
+    uri = mfa.provisioning_uri(current_user, secret)
+    return render_template("auth/mfa_setup.html", form=form, secret=secret,
+                           qr=mfa.qr_svg(uri)), 400 if form.errors else 200
+
+
+@bp.post("/account/2fa/disable")
+@member_required
+def mfa_disable() -> Any:
+    form = MfaDisableForm()
+    if form.validate_on_submit():
+        try:
+            service.disable_mfa(current_user, form.password.data or "")
+        except ServiceError as exc:
+            flash(exc.message, "error")
+            return redirect(url_for("auth.mfa_setup"))
+        login_user(current_user)
+        flash("Two-factor authentication is off. Levels that require it are closed to you.",
+              "warning")
+        return redirect(url_for("auth.account"))
+    abort(400)
+
+
+@bp.post("/account/2fa/recovery-codes")
+@member_required
+def mfa_recovery_codes() -> Any:
+    form = MfaConfirmForm()
+    if form.validate_on_submit():
+        try:
+            codes = service.regenerate_recovery_codes(current_user, form.code.data or "")
+        except ServiceError as exc:
+            flash(exc.message, "error")
+            return redirect(url_for("auth.mfa_setup"))
+        return render_template("auth/recovery_codes.html", codes=codes)
+    abort(400)
+
+
+@bp.route("/account/tokens", methods=["GET", "POST"])
+@member_required
+def tokens() -> Any:
+    form = TokenForm()
+    new_token = None
+    if form.validate_on_submit():
+        try:
+            _, new_token = service.create_token(current_user, form.name.data or "")
+        except ServiceError as exc:
+            form_error(exc, form)
+    listed = db.scalars(
+        select(ApiToken).where(ApiToken.user_id == current_user.id)
+        .order_by(ApiToken.created_at.desc())
+    ).all()
+    return render_template("auth/tokens.html", form=form, tokens=listed, new_token=new_token,
+                           empty=EmptyForm()), 400 if form.errors else 200
+
+
+@bp.post("/account/tokens/<int:token_id>/revoke")
+@member_required
+def revoke_token(token_id: int) -> Any:
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    service.revoke_token(current_user, token_id)
+    flash("Token revoked.", "success")
+    return redirect(url_for("auth.tokens"))

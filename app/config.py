@@ -1,0 +1,148 @@
+"""Settings from ``ENCLAVE_*`` environment variables, with embedded defaults.
+
+The defaults make ``make run`` work on a fresh machine (SQLite and files in the
+instance folder, a development secret key and keyring generated on first run).
+Production (``ENCLAVE_ENV=production``) refuses to start without real settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(Exception):
+    """A setting is missing or unsafe; start-up stops with this message."""
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(f"ENCLAVE_{name}")
+    return value if value not in (None, "") else default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"ENCLAVE_{name} must be an integer, got {raw!r}") from None
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = _env(name)
+    if raw is None:
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"ENCLAVE_{name} must be true or false, got {raw!r}")
+
+
+@dataclass
+class Settings:
+    env: str
+    instance_path: Path
+    database_url: str
+    secret_key: str
+    keyring_path: Path
+    policy_dir: Path
+    redis_url: str | None
+    smtp_url: str | None
+    base_url: str
+    max_form_bytes: int
+    session_idle_minutes: int
+    session_absolute_hours: int
+    invitation_hours: int
+    min_password_length: int
+    login_limit: str
+    api_limit: str
+    secure_cookies: bool
+    proxy_count: int
+    generated: list[str] = field(default_factory=list)
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(overrides: dict[str, object] | None = None) -> Settings:
+    """Read the environment; apply ``overrides`` (used by tests); validate."""
+    env = (_env("ENV", "development") or "development").lower()
+    if env not in {"development", "production", "test"}:
+        raise ConfigError(f"ENCLAVE_ENV must be development, test or production, got {env!r}")
+    instance_path = Path(_env("INSTANCE_PATH", str(REPO_ROOT / "instance"))).resolve()
+    values: dict[str, object] = {
+        "env": env,
+        "instance_path": instance_path,
+        "database_url": _env("DATABASE_URL", f"sqlite:///{instance_path / 'enclave.db'}"),
+        "secret_key": _env("SECRET_KEY"),
+        "keyring_path": Path(_env("KEYRING", str(instance_path / "keyring.json"))),
+        "policy_dir": Path(_env("POLICY_DIR", str(REPO_ROOT / "policies"))).resolve(),
+        "redis_url": _env("REDIS_URL"),
+        "smtp_url": _env("SMTP_URL"),
+        "base_url": _env("BASE_URL", "http://127.0.0.1:5000"),
+        "max_form_bytes": _env_int("MAX_FORM_BYTES", 2 * 1024 * 1024),
+        "session_idle_minutes": _env_int("SESSION_IDLE_MINUTES", 120),
+        "session_absolute_hours": _env_int("SESSION_ABSOLUTE_HOURS", 24),
+        "invitation_hours": _env_int("INVITATION_HOURS", 72),
+        "min_password_length": _env_int("MIN_PASSWORD_LENGTH", 12),
+        "login_limit": _env("LOGIN_LIMIT", "10 per minute;50 per hour"),
+        "api_limit": _env("API_LIMIT", "600 per minute"),
+        "secure_cookies": _env_bool("SECURE_COOKIES", env == "production"),
+        "proxy_count": _env_int("PROXY_COUNT", 0),
+    }
+    if overrides:
+        values.update(overrides)
+    settings = Settings(**values)  # type: ignore[arg-type]
+    _validate(settings)
+    return settings
+
+
+def _validate(settings: Settings) -> None:
+    if settings.production:
+        problems = []
+        if not settings.secret_key or len(settings.secret_key) < 32:
+            problems.append("ENCLAVE_SECRET_KEY must be set to at least 32 random characters")
+        if settings.is_sqlite:
+            problems.append("ENCLAVE_DATABASE_URL must point to PostgreSQL, not SQLite")
+        if not _env("KEYRING") and not settings.keyring_path.exists():
+            problems.append(
+                "ENCLAVE_KEYRING must name an existing keyring file")
+        if problems:
+            raise ConfigError("production settings refused: " + "; ".join(problems))
+    if settings.min_password_length < 8:
+        raise ConfigError("ENCLAVE_MIN_PASSWORD_LENGTH must be at least 8")
+
+
+def ensure_dev_secret(settings: Settings) -> None:
+    """Outside production, create (once) and reuse a secret key in the instance folder."""
+    if settings.secret_key:
+        return
+    if settings.production:  # pragma: no cover - _validate already refused
+        raise ConfigError("ENCLAVE_SECRET_KEY is required in production")
+    settings.instance_path.mkdir(parents=True, exist_ok=True)
+    path = settings.instance_path / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+        log.warning(
+            "generated a development secret key in %s; production must set ENCLAVE_SECRET_KEY",
+            path,
+        )
+        settings.generated.append("secret_key")
+    settings.secret_key = path.read_text().strip()

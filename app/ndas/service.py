@@ -1,0 +1,101 @@
+"""NDA acknowledgements: which NDAs a user owes, and signing one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from app import access, audit, state
+from app.auth.models import User
+from app.db import db
+from app.errors import NotFound, ServiceError
+from app.ndas.models import NdaAcknowledgement
+from app.policy import Nda
+
+
+@dataclass
+class NdaStatus:
+    nda: Nda
+    levels: list[str]
+    acknowledged_version: int | None
+
+    @property
+    def current(self) -> bool:
+        return self.acknowledged_version == self.nda.version
+
+    @property
+    def outdated(self) -> bool:
+        return self.acknowledged_version is not None and not self.current
+
+
+def relevant_ndas(user: User) -> list[NdaStatus]:
+    """The NDAs of every level up to the user's effective clearance, with their state."""
+    policy = state.policy()
+    ceiling = access.effective_clearance(user)
+    if ceiling is None or not access.in_good_standing(user):
+        return []
+    by_key: dict[str, list[str]] = {}
+    for level in policy.levels_up_to(ceiling):
+        for key in level.ndas:
+            by_key.setdefault(key, []).append(level.key)
+    latest: dict[str, int] = {}
+    for key, version in db.execute(
+        select(NdaAcknowledgement.nda_key, NdaAcknowledgement.version)
+        .where(NdaAcknowledgement.user_id == user.id)
+    ):
+        latest[key] = max(version, latest.get(key, 0))
+    return [NdaStatus(policy.ndas[k], levels, latest.get(k)) for k, levels in by_key.items()]
+
+
+def owed_ndas(user: User) -> list[NdaStatus]:
+    return [s for s in relevant_ndas(user) if not s.current]
+
+
+def nda_for(user: User, key: str) -> NdaStatus:
+    for status in relevant_ndas(user):
+        if status.nda.key == key:
+            return status
+    raise NotFound("No such NDA for your clearance.")
+
+
+def _normalize_name(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+def acknowledge(
+    user: User, key: str, signed_name: str, *, version: int | None = None
+) -> NdaAcknowledgement:
+    """Record the user's signature of the current version of NDA ``key``.
+
+    ``version`` is the version the user was shown; if the policy changed since, the
+    signature is refused so nobody signs a text they did not see.
+    """
+    status = nda_for(user, key)
+    nda = status.nda
+    if version is not None and version != nda.version:
+        raise ServiceError("This NDA changed while you were reading it; read the new version.",
+                           code="nda_changed")
+    if status.current:
+        raise ServiceError(f"You already acknowledged version {nda.version} of {nda.title}.",
+                           code="already_acknowledged")
+    typed = " ".join((signed_name or "").split())
+    if not typed:
+        raise ServiceError("Type your full name to sign.", field="signed_name")
+    if _normalize_name(typed) != _normalize_name(user.display_name):
+        raise ServiceError(
+            f"Type your full name exactly as on your account ({user.display_name}).",
+            field="signed_name",
+        )
+    from app.context import client_ip
+
+    ack = NdaAcknowledgement(user_id=user.id, nda_key=nda.key, version=nda.version,
+                             text_sha256=nda.text_sha256, signed_name=typed,
+                             ip=client_ip.get() or None)
+    db.add(ack)
+    db.flush()
+    audit.record("nda_acknowledged", actor=user, target_type="nda", target_id=nda.key,
+                 version=nda.version, text_sha256=nda.text_sha256)
+    access.forget(user)
+    db.commit()
+    return ack

@@ -1,0 +1,153 @@
+"""The whitelist of trusted organizations."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from sqlalchemy import func, select
+
+from app import audit, state
+from app.auth.models import User
+from app.db import db, utcnow
+from app.errors import NotFound, ServiceError
+from app.orgs.models import Organization, OrgDomain, OrgStatus
+
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+DOMAIN_RE = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
+
+
+def get_org(slug: str) -> Organization:
+    org = db.scalar(select(Organization).where(Organization.slug == slug))
+    if org is None:
+        raise NotFound(f"No organization {slug!r}.")
+    return org
+
+
+def list_orgs() -> list[Organization]:
+    return list(db.scalars(select(Organization).order_by(Organization.name)))
+
+
+def member_counts() -> dict[int, int]:
+    rows = db.execute(select(User.org_id, func.count()).group_by(User.org_id)).all()
+    return {org_id: n for org_id, n in rows}
+
+
+def _clean_domains(domains: Iterable[str], org: Organization | None = None) -> list[str]:
+    cleaned: list[str] = []
+    for raw in domains:
+        domain = raw.strip().lower().rstrip(".")
+        if not domain:
+            continue
+        if not DOMAIN_RE.match(domain):
+            raise ServiceError(f"{raw!r} is not a domain name.", field="domains")
+        owner = db.scalar(select(OrgDomain).where(OrgDomain.domain == domain))
+        if owner is not None and (org is None or owner.org_id != org.id):
+            raise ServiceError(f"{domain} already belongs to {owner.org.slug}.",
+                               field="domains")
+        if domain not in cleaned:
+            cleaned.append(domain)
+    if not cleaned:
+        raise ServiceError("Give at least one e-mail domain.", field="domains")
+    return cleaned
+
+
+def _check_ceiling(level: str) -> None:
+    if not state.policy().is_level(level):
+        raise ServiceError(
+            f"Unknown level {level!r}; levels are {', '.join(state.policy().level_keys())}.",
+            field="ceiling",
+        )
+
+
+def add_org(actor: User | None, *, slug: str, name: str, domains: Iterable[str],
+            ceiling: str, trusted: bool = False) -> Organization:
+    slug = slug.strip().lower()
+    name = " ".join(name.split())
+    if not SLUG_RE.match(slug):
+        raise ServiceError("A slug is 1-64 lowercase letters, digits and '-'.", field="slug")
+    if not 2 <= len(name) <= 200:
+        raise ServiceError("A name has 2-200 characters.", field="name")
+    if db.scalar(select(Organization.id).where(Organization.slug == slug)):
+        raise ServiceError(f"The slug {slug!r} is taken.", field="slug")
+    _check_ceiling(ceiling)
+    cleaned = _clean_domains(domains)
+    status = OrgStatus.TRUSTED.value if trusted else OrgStatus.PENDING.value
+    org = Organization(slug=slug, name=name, ceiling=ceiling, status=status,
+                       domains=[OrgDomain(domain=d) for d in cleaned])
+    db.add(org)
+    db.flush()
+    audit.record("org_added", actor=actor or "cli", target_type="org", target_id=org.slug,
+                 name=name, domains=cleaned, ceiling=ceiling, status=status)
+    db.commit()
+    return org
+
+
+def _check_status(actor: User | None, org: Organization, status: str) -> None:
+    if status not in {s.value for s in OrgStatus}:
+        raise ServiceError(f"Status must be one of pending, trusted, suspended; got {status!r}.",
+                           field="status")
+    if actor is not None and actor.org_id == org.id and status != OrgStatus.TRUSTED.value:
+        raise ServiceError("You cannot suspend your own organization.", field="status")
+
+
+def _apply_status(actor: User | None, org: Organization, status: str) -> None:
+    if org.status == status:
+        return
+    old = org.status
+    org.status = status
+    org.status_changed_at = utcnow()
+    audit.record("org_status_changed", actor=actor or "cli", target_type="org",
+                 target_id=org.slug, old=old, new=status)
+
+
+def _apply_ceiling(actor: User | None, org: Organization, ceiling: str) -> None:
+    if org.ceiling == ceiling:
+        return
+    old = org.ceiling
+    org.ceiling = ceiling
+    audit.record("org_ceiling_changed", actor=actor or "cli", target_type="org",
+                 target_id=org.slug, old=old, new=ceiling)
+
+
+def set_status(actor: User | None, org: Organization, status: str) -> None:
+    """Trust, suspend or return to pending; members feel it on their next request."""
+    _check_status(actor, org, status)
+    _apply_status(actor, org, status)
+    db.commit()
+
+
+def set_ceiling(actor: User | None, org: Organization, ceiling: str) -> None:
+    _check_ceiling(ceiling)
+    _apply_ceiling(actor, org, ceiling)
+    db.commit()
+
+
+def update_org(actor: User | None, org: Organization, *, name: str | None = None,
+               domains: Iterable[str] | None = None, ceiling: str | None = None,
+               status: str | None = None) -> None:
+    """Validate every change first, then apply them together (all or nothing)."""
+    if name is not None:
+        name = " ".join(name.split())
+        if not 2 <= len(name) <= 200:
+            raise ServiceError("A name has 2-200 characters.", field="name")
+    cleaned = _clean_domains(domains, org) if domains is not None else None
+    if ceiling is not None:
+        _check_ceiling(ceiling)
+    if status is not None:
+        _check_status(actor, org, status)
+    if (name is not None and name != org.name) or (
+        cleaned is not None and cleaned != org.domain_names
+    ):
+        keep = {d.domain: d for d in org.domains}
+        if name is not None:
+            org.name = name
+        if cleaned is not None:
+            org.domains = [keep.get(d) or OrgDomain(domain=d) for d in cleaned]
+        audit.record("org_updated", actor=actor or "cli", target_type="org",
+                     target_id=org.slug, name=org.name, domains=org.domain_names)
+    if ceiling is not None:
+        _apply_ceiling(actor, org, ceiling)
+    if status is not None:
+        _apply_status(actor, org, status)
+    db.commit()

@@ -1,0 +1,103 @@
+"""Test fixtures: a real database (SQLite by default, PostgreSQL through
+ENCLAVE_TEST_DATABASE_URL), migrated once with alembic, emptied after every test."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+
+from app import create_app
+from app.db import Base, db
+
+TEST_DB_URL = os.environ.get("ENCLAVE_TEST_DATABASE_URL", "")
+CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|'
+                     r'name="csrf_token" value="([^"]+)"')
+
+
+def _reset_postgres(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    if TEST_DB_URL:
+        _reset_postgres(TEST_DB_URL)
+        return TEST_DB_URL
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+
+
+@pytest.fixture(scope="session")
+def instance_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("instance")
+
+
+def make_app(database_url: str, instance_dir: Path, **overrides: Any) -> Flask:
+    settings: dict[str, Any] = {
+        "env": "test",
+        "database_url": database_url,
+        "instance_path": instance_dir,
+        "keyring_path": instance_dir / "keyring.json",
+        "secret_key": "test-secret-key-" + "x" * 32,
+        "login_limit": "1000 per minute",
+        "api_limit": "10000 per minute",
+    }
+    settings.update(overrides)
+    return create_app(settings)
+
+
+@pytest.fixture(scope="session")
+def migrated(database_url: str, instance_dir: Path) -> str:
+    from app.migrate import upgrade_to_head
+
+    app = make_app(database_url, instance_dir)
+    with app.app_context():
+        upgrade_to_head()
+    app.extensions["enclave.engine"].dispose()
+    return database_url
+
+
+def empty_database() -> None:
+    db.rollback()
+    with db.get_bind().begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+    db.remove()
+
+
+@pytest.fixture
+def app(migrated: str, instance_dir: Path) -> Iterator[Flask]:
+    app = make_app(migrated, instance_dir)
+    ctx = app.app_context()
+    ctx.push()
+    try:
+        yield app
+    finally:
+        empty_database()
+        ctx.pop()
+        app.extensions["enclave.engine"].dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def csrf_from(html: str) -> str:
+    match = CSRF_RE.search(html)
+    assert match, "no CSRF token in the page"
+    return match.group(1) or match.group(2)
+
+
+from tests.factories import *  # noqa: E402,F403

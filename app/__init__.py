@@ -22,7 +22,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     Start-up fails with a one-line ConfigError/PolicyError/KeyringError message when
     a setting, a policy file or a key is wrong, never later on first use.
     """
-    from app.crypto.keyring import load_or_create
+    from app.crypto.keyring import ensure_levels_in_file, load_or_create
     from app.policy import load_policy
 
     settings = load_settings(overrides)
@@ -34,8 +34,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     if created:
         log.warning("generated a development keyring in %s; production must set "
                     "ENCLAVE_KEYRING", settings.keyring_path)
-    elif keyring.ensure_levels(policy.level_keys()):
-        keyring.save(settings.keyring_path)
+    elif set(policy.level_keys()) - set(keyring.levels):
+        # A level new to the keyring: add its key under a file lock, so that several
+        # workers starting at once agree on one key.
+        keyring, _ = ensure_levels_in_file(settings.keyring_path, policy.level_keys())
 
     app = Flask(__name__, instance_path=str(settings.instance_path))
     settings.instance_path.mkdir(parents=True, exist_ok=True)

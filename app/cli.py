@@ -5,6 +5,7 @@ Refusals print one line on stderr and exit 1 (bad input) or 2 (bad configuration
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -61,13 +62,19 @@ def seed_demo_cmd(if_empty: bool) -> None:
     """Demo organizations, users and content; prints the logins."""
     from app.seed import seed_demo
 
+    saved = current_app.extensions["enclave.settings"].instance_path / "demo-logins.txt"
     logins = seed_demo(only_if_empty=if_empty)
     if logins is None:
         click.echo("demo: the database already has data; nothing seeded")
+        if saved.exists():
+            click.echo(saved.read_text(), nl=False)
         return
-    click.echo("Demo logins (password for all: see below)")
-    for line in logins:
-        click.echo(line)
+    text = "Demo logins (sign in at /login; two-factor secrets go into an authenticator app)\n"
+    text += "\n".join(logins) + "\n"
+    fd = os.open(saved, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    click.echo(text, nl=False)
 
 
 @enclave.command("run")

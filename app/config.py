@@ -68,6 +68,7 @@ class Settings:
     api_limit: str
     secure_cookies: bool
     proxy_count: int
+    max_body_chars: int = 100_000
     generated: list[str] = field(default_factory=list)
 
     @property
@@ -104,6 +105,7 @@ def load_settings(overrides: dict[str, object] | None = None) -> Settings:
         "api_limit": _env("API_LIMIT", "600 per minute"),
         "secure_cookies": _env_bool("SECURE_COOKIES", env == "production"),
         "proxy_count": _env_int("PROXY_COUNT", 0),
+        "max_body_chars": _env_int("MAX_BODY_CHARS", 100_000),
     }
     if overrides:
         values.update(overrides)

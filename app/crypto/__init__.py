@@ -3,7 +3,13 @@
 Pure Python on top of ``cryptography``; no Flask or database imports.
 """
 
-from app.crypto.keyring import Keyring, KeyringError, load_or_create
+from app.crypto.keyring import (
+    Keyring,
+    KeyringError,
+    ensure_levels_in_file,
+    keyring_lock,
+    load_or_create,
+)
 from app.crypto.stream import (
     FORMAT_VERSION,
     IntegrityError,
@@ -27,7 +33,9 @@ __all__ = [
     "ciphertext_size",
     "decrypt_stream",
     "encrypt_stream",
+    "ensure_levels_in_file",
     "key_wrap_aad",
+    "keyring_lock",
     "load_or_create",
     "new_data_key",
     "plaintext_size_from_ciphertext",

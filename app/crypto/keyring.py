@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -28,13 +30,21 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-__all__ = ["KEY_SIZE", "FILE_VERSION", "Keyring", "KeyringError", "load_or_create"]
+__all__ = [
+    "FILE_VERSION",
+    "KEY_SIZE",
+    "Keyring",
+    "KeyringError",
+    "ensure_levels_in_file",
+    "keyring_lock",
+    "load_or_create",
+]
 
 FILE_VERSION = 1
 KEY_SIZE = 32
@@ -358,3 +368,35 @@ def load_or_create(
     except FileExistsError:
         return Keyring.load(path), False
     return keyring, True
+
+
+@contextlib.contextmanager
+def keyring_lock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock (``flock`` on ``<path>.lock``) for read-modify-write
+    of the keyring file, so processes changing it at once cannot lose each other's keys."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def ensure_levels_in_file(path: Path, levels: Iterable[str]) -> tuple[Keyring, bool]:
+    """Add missing level KEKs to the keyring *file*, under :func:`keyring_lock`.
+
+    Use this instead of ``ensure_levels`` + ``save`` when several processes may
+    start at once (e.g. gunicorn workers): each would otherwise generate its own
+    v1 KEK for a new level, and every worker but the last to save would wrap
+    keys under a KEK that is then lost. Returns ``(fresh keyring, changed)``.
+    """
+    path = Path(path)
+    levels = list(levels)
+    with keyring_lock(path):
+        keyring = Keyring.load(path)
+        changed = keyring.ensure_levels(levels)
+        if changed:
+            keyring.save(path)
+    return keyring, changed

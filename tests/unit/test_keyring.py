@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import multiprocessing
 import os
 import stat
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from app.crypto import keyring as keyring_mod
-from app.crypto.keyring import Keyring, KeyringError, load_or_create
+from app.crypto.keyring import Keyring, KeyringError, ensure_levels_in_file, load_or_create
 from app.crypto.stream import IntegrityError, new_data_key
 from app.crypto.wrap import (
     WRAPPED_KEY_SIZE,
@@ -363,6 +365,34 @@ def test_load_or_create_never_overwrites_a_concurrent_creation(
     assert kr.app_key() == theirs.app_key()
     assert Keyring.load(path).app_key() == theirs.app_key()
     assert [p.name for p in tmp_path.iterdir()] == ["keyring.json"]
+
+
+def _add_level_in_child(path: str) -> bytes:
+    kr, _ = ensure_levels_in_file(Path(path), [*LEVELS, "topsecret"])
+    return kr.kek("topsecret")[1]
+
+
+def test_ensure_levels_in_file(tmp_path: Path) -> None:
+    path = tmp_path / "keyring.json"
+    original = Keyring.generate(LEVELS)
+    original.save(path)
+    kr, changed = ensure_levels_in_file(path, LEVELS)
+    assert changed is False and kr.app_key() == original.app_key()
+    kr, changed = ensure_levels_in_file(path, [*LEVELS, "topsecret"])
+    assert changed is True
+    assert Keyring.load(path).kek("topsecret") == kr.kek("topsecret")
+    assert mode(path) == 0o600
+
+
+def test_ensure_levels_in_file_concurrent_processes_agree(tmp_path: Path) -> None:
+    """Workers starting together must all end up with the same new KEK."""
+    path = tmp_path / "keyring.json"
+    Keyring.generate(LEVELS).save(path)
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=6, mp_context=ctx) as pool:
+        keys = list(pool.map(_add_level_in_child, [str(path)] * 12))
+    assert len(set(keys)) == 1
+    assert Keyring.load(path).kek("topsecret")[1] == keys[0]
 
 
 # -- key wrapping -------------------------------------------------------------------------

@@ -1,0 +1,168 @@
+"""The access rule: each clause on its own, and the property that the SQL form
+returns exactly the findings the Python form allows, over random worlds."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from app import access, state
+from app.access import Denial
+from app.db import db
+from app.findings.models import Finding
+from app.ndas.models import NdaAcknowledgement
+from tests.conftest import empty_database
+from tests.factories import make_finding, make_org, make_user
+
+LEVELS = ["public", "network", "restricted", "confidential"]
+
+
+def visible_ids(user) -> set[int]:
+    return set(db.scalars(access.visible_findings(user).with_only_columns(Finding.id)))
+
+
+def test_effective_clearance_is_min_of_user_and_org(app):
+    org = make_org(ceiling="restricted")
+    boss = make_user(org, clearance="confidential")
+    junior = make_user(org, clearance="network")
+    assert access.effective_clearance(boss) == "restricted"
+    assert access.effective_clearance(junior) == "network"
+
+
+def test_levels_need_ndas_and_mfa(app):
+    org = make_org()
+    full = make_user(org)
+    no_mfa = make_user(org, mfa_on=False)
+    only_network_nda = make_user(org, ndas=["network-terms"])
+    nothing = make_user(org, ndas=[])
+    assert access.readable_levels(full) == set(LEVELS)
+    assert access.readable_levels(no_mfa) == {"public", "network"}
+    assert access.readable_levels(only_network_nda) == {"public", "network"}
+    assert access.readable_levels(nothing) == {"public"}
+
+
+def test_untrusted_org_or_inactive_user_reads_nothing(app):
+    for status in ("pending", "suspended"):
+        org = make_org(status=status)
+        user = make_user(org)
+        assert access.readable_levels(user) == set()
+    disabled = make_user(make_org(), active=False)
+    assert access.readable_levels(disabled) == set()
+    assert access.readable_levels(None) == set()
+
+
+def test_outdated_nda_version_closes_the_level(app):
+    org = make_org()
+    user = make_user(org, ndas=["network-terms", "restricted"])
+    nda = state.policy().ndas["restricted"]
+    ack = db.scalar(select(NdaAcknowledgement).where(
+        NdaAcknowledgement.user_id == user.id, NdaAcknowledgement.nda_key == "restricted"))
+    ack.version = nda.version - 1 if nda.version > 1 else 0
+    db.commit()
+    access.forget(user)
+    assert "restricted" not in access.readable_levels(user)
+    assert access.missing_ndas(user, "restricted") == ["restricted"]
+
+
+def test_compartment_limits_to_named_orgs_and_author_org(app):
+    a, b, c = make_org(), make_org(), make_org()
+    author = make_user(a)
+    reader_b = make_user(b)
+    reader_c = make_user(c)
+    colleague = make_user(a)
+    finding = make_finding(author, level="confidential", compartment=[b])
+    assert access.can_read(reader_b, finding)
+    assert access.can_read(colleague, finding)
+    assert not access.can_read(reader_c, finding)
+    assert access.denial(reader_c, finding) is Denial.NOT_FOUND
+    assert visible_ids(reader_c) == set()
+    assert visible_ids(reader_b) == {finding.id}
+
+
+def test_denial_reports_nda_and_mfa_only_to_otherwise_cleared_readers(app):
+    org = make_org()
+    author = make_user(org)
+    secret = make_finding(author, level="restricted")
+    unsigned = make_user(org, ndas=["network-terms"])
+    no_mfa = make_user(org, mfa_on=False)
+    too_low = make_user(org, clearance="network", ndas=[])
+    outsider = make_user(make_org(ceiling="network"), ndas=[])
+    assert access.denial(unsigned, secret) is Denial.NDA
+    assert access.denial(no_mfa, secret) is Denial.MFA
+    assert access.denial(too_low, secret) is Denial.NOT_FOUND
+    assert access.denial(outsider, secret) is Denial.NOT_FOUND
+    assert access.denial(author, secret) is Denial.NONE
+
+
+# ---------------------------------------------------------------- property test
+
+user_spec = st.fixed_dictionaries({
+    "org": st.integers(0, 3),
+    "clearance": st.sampled_from(LEVELS),
+    "ndas": st.lists(st.sampled_from(["network-terms", "restricted", "confidential"]),
+                     unique=True),
+    "stale": st.lists(st.sampled_from(["network-terms", "restricted", "confidential"]),
+                      unique=True),
+    "mfa": st.booleans(),
+    "active": st.booleans(),
+})
+finding_spec = st.fixed_dictionaries({
+    "author": st.integers(0, 7),
+    "level": st.sampled_from(LEVELS),
+    "compartment": st.lists(st.integers(0, 3), unique=True, max_size=3),
+})
+world_spec = st.fixed_dictionaries({
+    "orgs": st.lists(st.tuples(st.sampled_from(["pending", "trusted", "suspended"]),
+                               st.sampled_from(LEVELS)), min_size=4, max_size=4),
+    "users": st.lists(user_spec, min_size=1, max_size=8),
+    "findings": st.lists(finding_spec, min_size=0, max_size=12),
+})
+
+
+def _build_world(spec):
+    orgs = [make_org(status=s, ceiling=c) for s, c in spec["orgs"]]
+    users = []
+    for u in spec["users"]:
+        user = make_user(orgs[u["org"]], clearance=u["clearance"], ndas=u["ndas"],
+                         mfa_on=u["mfa"], active=u["active"])
+        for key in u["stale"]:
+            if key not in u["ndas"]:  # signed an older version only
+                db.add(NdaAcknowledgement(user_id=user.id, nda_key=key, version=0,
+                                          text_sha256="0" * 64, signed_name="old"))
+        users.append(user)
+    db.commit()
+    findings = []
+    for f in spec["findings"]:
+        author = users[f["author"] % len(users)]
+        compartment = [orgs[i] for i in f["compartment"]]
+        findings.append(make_finding(author, level=f["level"], compartment=compartment))
+    return users, findings
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(spec=world_spec)
+def test_sql_form_agrees_with_python_form(app, spec):
+    try:
+        users, findings = _build_world(spec)
+        for user in users:
+            access.forget(user)
+            allowed = {f.id for f in findings if access.can_read(user, f)}
+            assert visible_ids(user) == allowed
+            # and the Python form is the rule as written
+            for f in findings:
+                s = access.subject_for(user)
+                policy = state.policy()
+                eff = min(user.clearance, user.org.ceiling, key=policy.rank)
+                level = policy.level(f.level)
+                expected = (
+                    s.active and s.org_trusted
+                    and policy.rank(f.level) <= policy.rank(eff)
+                    and all((k, policy.ndas[k].version) in s.acknowledged for k in level.ndas)
+                    and (s.mfa or not level.mfa)
+                    and (not f.compartmented or user.org_id in f.compartment_org_ids)
+                )
+                assert access.can_read(user, f) == expected
+    finally:
+        empty_database()

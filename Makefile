@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint clean
+.PHONY: install run serve test lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ run: install
 	$(BIN)/enclave init
 	$(BIN)/enclave seed-demo --if-empty
 	$(BIN)/enclave run
+
+serve: install
+	scripts/serve-production.sh
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)

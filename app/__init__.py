@@ -39,6 +39,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         # workers starting at once agree on one key.
         keyring, _ = ensure_levels_in_file(settings.keyring_path, policy.level_keys())
 
+    from app.ops import configure_logging
+
+    configure_logging(settings.json_logs)
     app = Flask(__name__, instance_path=str(settings.instance_path))
     settings.instance_path.mkdir(parents=True, exist_ok=True)
     app.config.update(
@@ -80,7 +83,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 def _init_extensions(app: Flask, settings: Settings) -> None:
     from app.auth.service import load_session_user
     from app.extensions import csrf, limiter, login_manager
+    from app.ops import install_metrics
+    from app.sessions import init_sessions
 
+    init_sessions(app, settings.redis_url, settings.session_absolute_hours)
+    install_metrics(app)
     csrf.init_app(app)
     limiter.init_app(app)
     login_manager.init_app(app)
@@ -98,9 +105,11 @@ def _register_blueprints(app: Flask) -> None:
     from app.extensions import csrf
     from app.main import bp as main_bp
     from app.ndas.views import bp as ndas_bp
+    from app.ops import bp as ops_bp
     from app.orgs.views import bp as orgs_bp
 
     app.register_blueprint(main_bp)
+    app.register_blueprint(ops_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(ndas_bp)
     app.register_blueprint(orgs_bp)
@@ -118,6 +127,11 @@ def _register_hooks(app: Flask, settings: Settings) -> None:
         g.csp_nonce = secrets.token_urlsafe(16)
         client_ip.set(request.remote_addr or "")
         request_id.set(g.request_id)
+
+    @app.teardown_request
+    def _end_transaction(_exc: BaseException | None) -> None:
+        # Nothing uncommitted outlives a request, and objects are re-read next time.
+        db.rollback()
 
     @app.teardown_appcontext
     def _remove_session(_exc: BaseException | None) -> None:

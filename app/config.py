@@ -7,11 +7,13 @@ Production (``ENCLAVE_ENV=production``) refuses to start without real settings.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,18 @@ def _env_bool(name: str, default: bool) -> bool:
     raise ConfigError(f"ENCLAVE_{name} must be true or false, got {raw!r}")
 
 
+def _networks(raw: str) -> list[Any]:
+    networks = []
+    for part in raw.split(","):
+        if part.strip():
+            try:
+                networks.append(ipaddress.ip_network(part.strip(), strict=False))
+            except ValueError:
+                raise ConfigError(f"ENCLAVE_METRICS_ALLOW: {part.strip()!r} is not a network") \
+                    from None
+    return networks
+
+
 @dataclass
 class Settings:
     env: str
@@ -69,6 +83,8 @@ class Settings:
     secure_cookies: bool
     proxy_count: int
     max_body_chars: int = 100_000
+    metrics_allow: list[Any] = field(default_factory=list)
+    json_logs: bool = False
     generated: list[str] = field(default_factory=list)
 
     @property
@@ -106,6 +122,8 @@ def load_settings(overrides: dict[str, object] | None = None) -> Settings:
         "secure_cookies": _env_bool("SECURE_COOKIES", env == "production"),
         "proxy_count": _env_int("PROXY_COUNT", 0),
         "max_body_chars": _env_int("MAX_BODY_CHARS", 100_000),
+        "metrics_allow": _networks(_env("METRICS_ALLOW", "127.0.0.1/32,::1/128") or ""),
+        "json_logs": _env_bool("LOG_JSON", env == "production"),
     }
     if overrides:
         values.update(overrides)

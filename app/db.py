@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
+from flask import current_app, has_app_context
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -45,8 +47,24 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime()}
 
 
-SessionFactory = sessionmaker(expire_on_commit=False)
-db: scoped_session[Session] = scoped_session(SessionFactory)
+_fallback = sessionmaker(expire_on_commit=False)
+
+
+def _new_session() -> Session:
+    """A session bound to the current app's engine (several apps may share a process:
+    tests, the two-instance test), or to the last bound engine outside an app."""
+    if has_app_context():
+        return Session(bind=current_app.extensions["enclave.engine"], expire_on_commit=False)
+    return _fallback()
+
+
+def _scope() -> tuple[int, int]:
+    app_id = id(current_app._get_current_object()) if has_app_context() else 0
+    return threading.get_ident(), app_id
+
+
+SessionFactory = _new_session
+db: scoped_session[Session] = scoped_session(_new_session, scopefunc=_scope)
 
 
 def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Engine:
@@ -68,5 +86,5 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Engi
 
 
 def bind(engine: Engine) -> None:
-    db.remove()
-    SessionFactory.configure(bind=engine)
+    """Make ``engine`` the default outside any app context (scripts)."""
+    _fallback.configure(bind=engine)

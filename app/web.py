@@ -115,6 +115,12 @@ def install_web_hooks(app: Flask, settings: Settings) -> None:
 
     @app.errorhandler(CSRFError)
     def _csrf_error(exc: CSRFError) -> Any:
+        from app.sessions import sessions_available
+
+        if not sessions_available(session):
+            message = ("Sign-in is unavailable for a moment (the session store is unreachable). "
+                       "Try again shortly.")
+            return render_template("error.html", status=503, message=message), 503
         message = "The form expired or was not sent from Enclave. Reload the page and try again."
         return render_template("error.html", status=400, message=message), 400
 

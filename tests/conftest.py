@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, g
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
@@ -54,7 +54,17 @@ def make_app(database_url: str, instance_dir: Path, **overrides: Any) -> Flask:
         "api_limit": "10000 per minute",
     }
     settings.update(overrides)
-    return create_app(settings)
+    app = create_app(settings)
+
+    def fresh_g() -> None:
+        """Tests keep an app context pushed, which Flask reuses for every test-client
+        request; production gives each request a new one. Clear ``g`` so that nothing
+        (the signed-in user, the CSRF token) leaks from one request into the next."""
+        for name in list(vars(g)):
+            delattr(g, name)
+
+    app.before_request_funcs.setdefault(None, []).insert(0, fresh_g)
+    return app
 
 
 @pytest.fixture(scope="session")

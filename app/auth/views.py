@@ -32,6 +32,8 @@ from app.auth.models import ApiToken
 from app.db import db
 from app.errors import ServiceError
 from app.extensions import limiter
+from app.sessions import rotate as rotate_session
+from app.sessions import sessions_available
 from app.web import form_error, member_required, safe_next
 
 bp = Blueprint("auth", __name__, template_folder="templates")
@@ -56,6 +58,7 @@ def _start_session(user: Any, method: str) -> None:
     """Fresh session (no fixation): clear everything, then sign in."""
     next_url = session.get("next")
     session.clear()
+    rotate_session(session)
     login_user(user)
     now = int(time.time())
     session["login_at"] = now
@@ -63,6 +66,13 @@ def _start_session(user: Any, method: str) -> None:
     service.complete_login(user, method=method)
     if next_url:
         session["after_login"] = next_url
+
+
+def _stay_signed_in() -> None:
+    """Re-issue this browser's session for the user's new session version (the bump
+    ended every other session). Flask-Login needs the real user object: given its own
+    ``current_user`` proxy, the proxy would resolve to itself (endless recursion)."""
+    login_user(current_user._get_current_object())
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -73,6 +83,10 @@ def login() -> Any:
         return redirect(url_for("main.home"))
     form = LoginForm()
     next_url = safe_next(request.args.get("next"), url_for("main.home"))
+    if request.method == "POST" and not sessions_available(session):
+        flash("Sign-in is unavailable for a moment (the session store is unreachable). "
+              "Try again shortly.", "error")
+        return render_template("auth/login.html", form=form), 503
     if form.validate_on_submit():
         try:
             user = service.authenticate(form.email.data or "", form.password.data or "")
@@ -81,6 +95,7 @@ def login() -> Any:
             return render_template("auth/login.html", form=form), 401
         if user.mfa_enabled:
             session.clear()
+            rotate_session(session)
             session["pending_2fa"] = {"uid": user.id, "ver": user.session_version,
                                       "at": int(time.time()), "next": next_url}
             db.commit()
@@ -170,7 +185,7 @@ def account() -> Any:
             form_error(exc, form)
         else:
             # This session stays; every other one ended with the version bump.
-            login_user(current_user)
+            _stay_signed_in()
             flash("Password changed. Your other sessions were signed out.", "success")
             return redirect(url_for("auth.account"))
     return render_template("auth/account.html", form=form,
@@ -194,7 +209,8 @@ def mfa_setup() -> Any:
             form_error(exc, form)
         else:
             session.clear()
-            login_user(current_user)  # rotate: new session version, new cookie
+            rotate_session(session)
+            _stay_signed_in()  # rotate: new session version, new cookie
             now = int(time.time())
             session["login_at"] = now
             session["seen_at"] = now
@@ -215,7 +231,7 @@ def mfa_disable() -> Any:
         except ServiceError as exc:
             flash(exc.message, "error")
             return redirect(url_for("auth.mfa_setup"))
-        login_user(current_user)
+        _stay_signed_in()
         flash("Two-factor authentication is off. Levels that require it are closed to you.",
               "warning")
         return redirect(url_for("auth.account"))

@@ -1,0 +1,129 @@
+"""Health, metrics, logs with request ids, and Redis-backed sessions (real Redis)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+import pytest
+import redis
+
+from tests.conftest import empty_database, make_app
+from tests.factories import login, make_org, make_user
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def test_healthz_reports_checks_without_secrets_or_counts(client, app):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    body = response.json
+    assert body["status"] == "ok"
+    assert set(body["checks"]) == {"database", "storage", "keyring"}
+    text = response.text.lower()
+    assert "key" not in text.replace("keyring", "") and "finding" not in text
+
+
+def test_metrics_only_for_allowed_addresses_or_admins(client, app):
+    client.get("/healthz")
+    local = client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert local.status_code == 200 and "enclave_http_requests_total" in local.text
+    outside = client.get("/metrics", environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert outside.status_code == 404
+    admin = make_user(make_org(), role="admin", mfa_on=False)
+    login(client, admin)
+    as_admin = client.get("/metrics", environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert as_admin.status_code == 200
+
+
+def test_every_response_carries_a_request_id_that_the_logs_use(client, app, caplog):
+    response = client.get("/healthz", headers={"X-Request-Id": "req-abc"})
+    assert response.headers["X-Request-Id"] == "req-abc"
+    assert len(client.get("/healthz").headers["X-Request-Id"]) == 16
+
+    from app.ops import RequestIdFilter
+
+    record = logging.LogRecord("enclave.x", logging.INFO, __file__, 1, "hello", None, None)
+    from app.context import request_id
+
+    token = request_id.set("req-xyz")
+    try:
+        RequestIdFilter().filter(record)
+    finally:
+        request_id.reset(token)
+    assert record.request_id == "req-xyz"
+
+
+def test_json_log_lines(capsys):
+    from app.ops import configure_logging
+
+    configure_logging(json_logs=True)
+    logging.getLogger("enclave.test").warning("disk almost full")
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    data = json.loads(line)
+    assert data["message"] == "disk almost full" and data["level"] == "WARNING"
+    assert "request_id" in data
+    configure_logging(json_logs=False)
+
+
+@pytest.fixture
+def redis_app(migrated, instance_dir):  # type: ignore[no-untyped-def]
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    app = make_app(migrated, instance_dir, redis_url=REDIS_URL)
+    ctx = app.app_context()
+    ctx.push()
+    yield app
+    empty_database()
+    ctx.pop()
+    app.extensions["enclave.engine"].dispose()
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+def test_sessions_live_in_redis_and_logout_deletes_them(redis_app):
+    client = redis_app.test_client()
+    user = make_user(make_org(), mfa_on=False)
+    store = redis.Redis.from_url(REDIS_URL)
+    client.get("/login")
+    before = {k for k in store.scan_iter("enclave:session:*")}
+    login(client, user)
+    after = {k for k in store.scan_iter("enclave:session:*")}
+    assert after and not (after & before), "the session id must change at sign-in"
+    cookie = client.get_cookie("enclave_session").value
+    assert len(cookie) < 80 and "." not in cookie  # an opaque id, not signed data
+    assert client.get("/home").status_code == 200
+    # the same session id works from another "worker" (a second app on the same Redis)
+    other = make_app(redis_app.extensions["enclave.settings"].database_url,
+                     redis_app.extensions["enclave.settings"].instance_path,
+                     redis_url=REDIS_URL)
+    other_client = other.test_client()
+    other_client.set_cookie("enclave_session", cookie)
+    assert other_client.get("/home").status_code == 200
+    from tests.conftest import csrf_from
+
+    page = client.get("/home")
+    client.post("/logout", data={"csrf_token": csrf_from(page.text)})
+    assert other_client.get("/home").status_code == 302
+    other.extensions["enclave.engine"].dispose()
+
+
+def test_redis_down_refuses_sign_in_but_serves_the_rest(migrated, instance_dir):
+    dead = "redis://127.0.0.1:6399/0"  # nothing listens there
+    app = make_app(migrated, instance_dir, redis_url=dead,
+                   login_limit="1000 per minute")
+    ctx = app.app_context()
+    ctx.push()
+    try:
+        user = make_user(make_org(), mfa_on=False)
+        client = app.test_client()
+        assert client.get("/healthz").json["checks"]["redis"] == "fail"
+        assert client.get("/login").status_code == 200
+        response = client.post("/login", data={"email": user.email, "password": "x"})
+        assert response.status_code == 503
+        assert "session store is unreachable" in response.text
+        # rate limiting fell back to per-process memory instead of failing requests
+        assert client.get(f"/levels.css?{uuid.uuid4().hex}").status_code == 200
+    finally:
+        empty_database()
+        ctx.pop()
+        app.extensions["enclave.engine"].dispose()

@@ -53,6 +53,16 @@ def json_error(status: int, code: str, message: str, **extra: Any) -> Any:
 
 def install_web_hooks(app: Flask, settings: Settings) -> None:
     @app.before_request
+    def _refuse_nul_characters() -> Any:
+        """PostgreSQL text cannot hold NUL: refuse it in a page's path, query or form up
+        front (400, nothing changed) rather than failing inside a query (500). The API
+        validates its own input and answers with its own error codes."""
+        if wants_json() or _has_nul(request) is None:
+            return None
+        message = "The request contains a NUL character, which Enclave does not accept."
+        return render_template("error.html", status=400, message=message), 400
+
+    @app.before_request
     def _session_timeouts() -> Any:
         if wants_json() or not current_user.is_authenticated:
             return None
@@ -153,6 +163,19 @@ def install_web_hooks(app: Flask, settings: Settings) -> None:
         return render_template("error.html", status=500, message=message), 500
 
 
+def _has_nul(req: Any) -> str | None:
+    """Where the request carries a NUL character (path, query, form), if anywhere."""
+    if "\x00" in req.path:
+        return "path"
+    if any("\x00" in k or "\x00" in v for k, v in req.args.items(multi=True)):
+        return "query"
+    if req.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data") and any(
+        "\x00" in k or "\x00" in v for k, v in req.form.items(multi=True)
+    ):
+        return "form"
+    return None
+
+
 def member_required(view: F) -> F:
     """Signed in, active, organization trusted (checked on every request)."""
 
@@ -182,11 +205,15 @@ def role_required(role: Role) -> Callable[[F], F]:
 
 
 def form_error(exc: ServiceError, form: Any) -> None:
-    """Attach a service error to the form field it names, or flash it."""
+    """Attach a service error to the form field it names, or flash it.
+
+    Either way ``form.errors`` is non-empty afterwards, so the view answers 400.
+    """
     field = getattr(form, exc.field, None) if exc.field else None
     if field is not None:
         field.errors = [*list(field.errors), exc.message]
     else:
+        form.form_errors.append(exc.message)
         flash(exc.message, "error")
 
 

@@ -12,7 +12,7 @@ from app import audit, state
 from app.auth import service as users
 from app.auth.forms import EmptyForm, InviteForm, UserEditForm
 from app.auth.models import Invitation, Role, User
-from app.db import db
+from app.db import db, utcnow
 from app.errors import NotFound, ServiceError
 from app.orgs.models import Organization
 from app.pagination import paginate
@@ -44,23 +44,30 @@ def _invite_form(formdata: bool = True) -> InviteForm:
     return form
 
 
-@bp.get("/users")
-@role_required(Role.ORG_ADMIN)
-def user_list() -> Any:
+def _members_query() -> Any:
     query = select(User).join(User.org).order_by(Organization.name, User.email)
     if not current_user.is_admin:
         query = query.where(User.org_id == current_user.org_id)
-    page = paginate(query, request.args)
-    open_invitations = select(Invitation).where(
-        Invitation.used_at.is_(None), Invitation.revoked_at.is_(None)
+    return query
+
+
+def _open_invitations() -> list[Invitation]:
+    """Unused, unrevoked, unexpired invitations into the organizations one manages."""
+    query = select(Invitation).where(
+        Invitation.used_at.is_(None), Invitation.revoked_at.is_(None),
+        Invitation.expires_at > utcnow(),
     )
     if not current_user.is_admin:
-        open_invitations = open_invitations.where(Invitation.org_id == current_user.org_id)
-    pending = db.scalars(
-        open_invitations.order_by(Invitation.created_at.desc()).limit(50)
-    ).all()
-    return render_template("admin/users.html", page=page, invitations=pending,
-                           form=_invite_form(False), invite_link=None, empty=EmptyForm())
+        query = query.where(Invitation.org_id == current_user.org_id)
+    return list(db.scalars(query.order_by(Invitation.created_at.desc()).limit(50)))
+
+
+@bp.get("/users")
+@role_required(Role.ORG_ADMIN)
+def user_list() -> Any:
+    return render_template("admin/users.html", page=paginate(_members_query(), request.args),
+                           invitations=_open_invitations(), form=_invite_form(False),
+                           invite_link=None, empty=EmptyForm())
 
 
 @bp.post("/users/invite")
@@ -82,11 +89,8 @@ def invite() -> Any:
             flash(f"Invitation for {new.invitation.email} created. Send them the link below; "
                   "it works once.", "success")
             form = _invite_form(False)
-    query = select(User).join(User.org).order_by(Organization.name, User.email)
-    if not current_user.is_admin:
-        query = query.where(User.org_id == current_user.org_id)
-    return render_template("admin/users.html", page=paginate(query, request.args),
-                           invitations=[], form=form, invite_link=link,
+    return render_template("admin/users.html", page=paginate(_members_query(), request.args),
+                           invitations=_open_invitations(), form=form, invite_link=link,
                            empty=EmptyForm()), 400 if form.errors else 200
 
 
@@ -104,10 +108,8 @@ def user_edit(user_id: int) -> Any:
         form.role.choices.append((user.role, user.role))
     if form.validate_on_submit():
         try:
-            if form.clearance.data != user.clearance:
-                users.set_clearance(current_user, user, form.clearance.data or "")
-            if form.role.data != user.role:
-                users.set_role(current_user, user, form.role.data or "")
+            users.update_user(current_user, user, clearance=form.clearance.data or "",
+                              role=form.role.data or "")
         except ServiceError as exc:
             db.rollback()
             form_error(exc, form)

@@ -9,7 +9,7 @@ import time
 
 import pyotp
 import segno
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 
 from app import state
 from app.auth.models import RecoveryCode, User
@@ -56,7 +56,7 @@ def qr_svg(uri: str) -> str:
 def matching_step(secret: str, code: str, *, at: float | None = None) -> int | None:
     """The time step whose code equals ``code`` (+/- one step of clock drift), or None."""
     code = "".join(code.split())
-    if not (code.isdigit() and len(code) == 6):
+    if not (code.isascii() and code.isdigit() and len(code) == 6):  # not e.g. "١٢٣٤٥٦"
         return None
     now = time.time() if at is None else at
     totp = pyotp.TOTP(secret)
@@ -74,6 +74,17 @@ def verify_totp(user: User, code: str, *, secret: str | None = None) -> bool:
         return False
     step = matching_step(secret, code)
     if step is None or (user.totp_last_step is not None and step <= user.totp_last_step):
+        return False
+    # Record the step with a conditional UPDATE: of two requests racing with the same
+    # code, the second finds the row already moved on (or waits for its lock) and fails.
+    claimed = db.execute(
+        update(User)
+        .where(User.id == user.id,
+               or_(User.totp_last_step.is_(None), User.totp_last_step < step))
+        .values(totp_last_step=step)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
         return False
     user.totp_last_step = step
     return True
@@ -107,7 +118,16 @@ def use_recovery_code(user: User, code: str) -> bool:
                                    RecoveryCode.used_at.is_(None))
     ):
         if hmac.compare_digest(row.code_hash, wanted):
-            row.used_at = utcnow()
+            # Conditional UPDATE, so a code raced from two requests is used only once.
+            claimed = db.execute(
+                update(RecoveryCode)
+                .where(RecoveryCode.id == row.id, RecoveryCode.used_at.is_(None))
+                .values(used_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            db.refresh(row)
             return True
     return False
 

@@ -31,12 +31,30 @@ def needs_rehash(password_hash: str) -> bool:
     return _hasher.check_needs_rehash(password_hash)
 
 
+def _contains_personal_data(password: str, user_inputs: list[str]) -> bool:
+    """True when the password contains the e-mail (or its local part), the username or
+    the name. zxcvbn alone lets them through when enough random text surrounds them."""
+    tokens: set[str] = set()
+    for value in user_inputs:
+        value = (value or "").strip().casefold()
+        tokens.add(value)
+        if "@" in value:
+            tokens.add(value.split("@", 1)[0])
+    lowered = password.casefold()
+    return any(len(t) >= 4 and t in lowered for t in tokens)
+
+
 def check_password_strength(password: str, *, min_length: int, user_inputs: list[str]) -> None:
     """Refuse short, over-long, common or guessable passwords with a clear reason."""
     if len(password) < min_length:
         raise ServiceError(f"Use at least {min_length} characters.", field="password")
     if len(password) > MAX_PASSWORD_LENGTH:
         raise ServiceError(f"Use at most {MAX_PASSWORD_LENGTH} characters.", field="password")
+    if _contains_personal_data(password, user_inputs):
+        raise ServiceError(
+            "Do not put your e-mail address, username or name in your password.",
+            field="password",
+        )
     result = zxcvbn(password[:100], user_inputs=[u for u in user_inputs if u])
     if result["score"] < 3:
         warning = result["feedback"].get("warning") or "This password is too easy to guess."

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app import access, audit, state
 from app.auth import mfa
@@ -315,8 +315,17 @@ def accept_invitation(token: str, *, username: str, display_name: str, password:
         org_id=invitation.org_id, clearance=clearance, role=invitation.role,
         password_hash=hash_password(password), password_changed_at=utcnow(),
     )
+    # Claim the invitation atomically: of two concurrent uses of one link, only the
+    # first gets a row back; the other is refused before it creates anything.
+    claimed = db.execute(
+        update(Invitation)
+        .where(Invitation.id == invitation.id, Invitation.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        db.rollback()
+        raise NotFound("This invitation link was already used. Sign in instead.")
     db.add(user)
-    invitation.used_at = utcnow()
     db.flush()
     audit.record("invitation_accepted", actor=user, target_type="user", target_id=user.id,
                  invitation=invitation.id)
@@ -353,31 +362,56 @@ def create_user(*, email: str, org: Organization, clearance: str, role: str,
     return user
 
 
-def set_clearance(actor: User | None, user: User, clearance: str) -> None:
+def _check_clearance_change(actor: User | None, user: User, clearance: str) -> None:
     _check_level(clearance)
-    if actor is not None and actor.id == user.id and not actor.is_admin:
-        raise Forbidden("You cannot change your own clearance.")
+    if actor is not None and not actor.is_admin:
+        if actor.id == user.id:
+            raise Forbidden("You cannot change your own clearance.")
+        if user.is_admin:
+            raise Forbidden("Only an admin can change an admin's clearance.")
     _check_grant(actor, user.org, clearance, user.role if actor is None or actor.is_admin
                  else Role.MEMBER.value)
-    old = user.clearance
-    user.clearance = clearance
-    access.forget(user)
-    audit.record("clearance_changed", actor=actor or "cli", target_type="user",
-                 target_id=user.id, email=user.email, old=old, new=clearance)
+
+
+def _check_role_change(actor: User | None, user: User, role: str, clearance: str) -> None:
+    if actor is not None and actor.id == user.id:
+        raise Forbidden("You cannot change your own role.")
+    if user.role == Role.ADMIN.value and actor is not None and not actor.is_admin:
+        raise Forbidden("Only an admin can change an admin's role.")
+    _check_grant(actor, user.org, clearance, role)
+
+
+def update_user(actor: User | None, user: User, *, clearance: str | None = None,
+                role: str | None = None) -> None:
+    """Change clearance and/or role: both are checked before either is written."""
+    new_clearance = clearance if clearance is not None and clearance != user.clearance else None
+    new_role = role if role is not None and role != user.role else None
+    if new_clearance is not None:
+        _check_clearance_change(actor, user, new_clearance)
+    if new_role is not None:
+        _check_role_change(actor, user, new_role, new_clearance or user.clearance)
+    if new_clearance is not None:
+        old = user.clearance
+        user.clearance = new_clearance
+        access.forget(user)
+        audit.record("clearance_changed", actor=actor or "cli", target_type="user",
+                     target_id=user.id, email=user.email, old=old, new=new_clearance)
+    if new_role is not None:
+        old = user.role
+        user.role = new_role
+        audit.record("role_changed", actor=actor or "cli", target_type="user",
+                     target_id=user.id, email=user.email, old=old, new=new_role)
     db.commit()
+
+
+def set_clearance(actor: User | None, user: User, clearance: str) -> None:
+    _check_clearance_change(actor, user, clearance)
+    update_user(actor, user, clearance=clearance)
 
 
 def set_role(actor: User | None, user: User, role: str) -> None:
-    if actor is not None and actor.id == user.id:
-        raise Forbidden("You cannot change your own role.")
-    _check_grant(actor, user.org, user.clearance, role)
-    if user.role == Role.ADMIN.value and actor is not None and not actor.is_admin:
-        raise Forbidden("Only an admin can change an admin's role.")
-    old = user.role
-    user.role = role
-    audit.record("role_changed", actor=actor or "cli", target_type="user", target_id=user.id,
-                 email=user.email, old=old, new=role)
-    db.commit()
+    _check_role_change(actor, user, role, user.clearance)
+    update_user(actor, user, role=role)
 
 
 def set_active(actor: User | None, user: User, active: bool) -> None:

@@ -36,7 +36,10 @@ def show(key: str) -> Any:
     next_url = safe_next(request.args.get("next"), url_for("ndas.index"))
     if form.validate_on_submit():
         try:
-            version = int(form.version.data) if (form.version.data or "").isdigit() else None
+            # The page always sends the version it showed; a missing one counts as stale
+            # (0 is never a version) so nobody signs a text the page did not show.
+            raw = (form.version.data or "").strip()
+            version = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else 0
             service.acknowledge(current_user, key, form.signed_name.data or "", version=version)
         except ServiceError as exc:
             form_error(exc, form)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from sqlalchemy import func, select
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, select, update
 
 from app import audit, state
 from app.auth.models import User
@@ -41,6 +42,11 @@ def _clean_domains(domains: Iterable[str], org: Organization | None = None) -> l
             continue
         if not DOMAIN_RE.match(domain):
             raise ServiceError(f"{raw!r} is not a domain name.", field="domains")
+        try:  # the same check invitations apply, so every domain can be invited from
+            validate_email(f"member@{domain}", check_deliverability=False)
+        except EmailNotValidError as exc:
+            raise ServiceError(f"{domain} cannot be used for e-mail: {exc}",
+                               field="domains") from None
         owner = db.scalar(select(OrgDomain).where(OrgDomain.domain == domain))
         if owner is not None and (org is None or owner.org_id != org.id):
             raise ServiceError(f"{domain} already belongs to {owner.org.slug}.",
@@ -97,6 +103,11 @@ def _apply_status(actor: User | None, org: Organization, status: str) -> None:
     old = org.status
     org.status = status
     org.status_changed_at = utcnow()
+    if status != OrgStatus.TRUSTED.value:
+        # End every member's sessions for good (as disabling a user does), so that
+        # trusting the organization again later does not revive them.
+        db.execute(update(User).where(User.org_id == org.id)
+                   .values(session_version=User.session_version + 1))
     audit.record("org_status_changed", actor=actor or "cli", target_type="org",
                  target_id=org.slug, old=old, new=status)
 

@@ -65,6 +65,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     engine = make_engine(settings.database_url)
     app.extensions["enclave.engine"] = engine
     bind(engine)
+    _init_attachments(app, settings, engine, keyring)
 
     if settings.proxy_count:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_count,  # type: ignore
@@ -98,15 +99,31 @@ def _init_extensions(app: Flask, settings: Settings) -> None:
     login_manager.user_loader(load_session_user)
 
 
+def _init_attachments(app: Flask, settings: Settings, engine: Any, keyring: Any) -> None:
+    """The blob store, and the start-up check that every KEK version attachments use is
+    in the keyring (a KeyringError naming the key, not a failure on first download)."""
+    from app.attachments.service import check_keys
+    from app.storage import FileSystemBlobStore
+
+    app.extensions["enclave.blobs"] = FileSystemBlobStore(settings.instance_path / "blobs")
+    check_keys(engine, keyring)
+
+
 def _register_blueprints(app: Flask) -> None:
     from app.admin.views import bp as admin_bp
     from app.api import bp as api_bp
+    from app.attachments.views import bp as attachments_bp
     from app.auth.views import bp as auth_bp
     from app.extensions import csrf
+    from app.findings.views import admin_bp as categories_bp
+    from app.findings.views import bp as findings_bp
     from app.main import bp as main_bp
     from app.ndas.views import bp as ndas_bp
+    from app.notifications.views import bp as notifications_bp
     from app.ops import bp as ops_bp
     from app.orgs.views import bp as orgs_bp
+    from app.publish.views import bp as public_bp
+    from app.review.views import bp as review_bp
 
     app.register_blueprint(main_bp)
     app.register_blueprint(ops_bp)
@@ -114,6 +131,12 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(ndas_bp)
     app.register_blueprint(orgs_bp)
     app.register_blueprint(admin_bp)
+    app.register_blueprint(findings_bp)
+    app.register_blueprint(categories_bp)
+    app.register_blueprint(notifications_bp)
+    app.register_blueprint(attachments_bp)
+    app.register_blueprint(review_bp)
+    app.register_blueprint(public_bp)
     app.register_blueprint(api_bp)
     csrf.exempt(api_bp)  # bearer tokens only; cookie sessions are not accepted there
 

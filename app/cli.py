@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -265,6 +266,222 @@ def audit_verify() -> None:
         fail(f"audit chain broken at entry #{result.broken_seq}: {result.reason} "
              f"({result.checked} entries verified before it)")
     click.echo(f"audit chain ok: {result.checked} entries")
+
+
+# ------------------------------------------------------------------ keys, storage
+
+keys_group = AppGroup("keys", help="Key-encryption keys of the attachments.")
+enclave.add_command(keys_group)
+
+
+@keys_group.command("rotate")
+@click.option("--resume", is_flag=True,
+              help="Add no new key versions; only rewrap data keys not yet under the "
+                   "active ones (finishes an interrupted rotation).")
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1))
+@click.option("--max-batches", default=None, type=click.IntRange(1),
+              help="Stop after this many batches (continue later with --resume).")
+@service_command
+def keys_rotate(resume: bool, batch_size: int, max_batches: int | None) -> None:
+    """Add a new KEK version per level and rewrap every data key under it (blobs are
+    not touched). Safe to run again after a crash."""
+    import time
+
+    from app.attachments.service import rotate_keys
+
+    started = time.monotonic()
+    report = rotate_keys(add_versions=not resume, batch_size=batch_size,
+                         max_batches=max_batches)
+    if report.new_versions:
+        click.echo("new active keys: " + ", ".join(
+            f"kek {level} v{version}" for level, version in sorted(report.new_versions.items())))
+    click.echo(f"attachments: {report.live} live, {report.rewrapped} rewrapped, "
+               f"{report.already_current} already current, {report.changed_meanwhile} "
+               f"changed meanwhile, {len(report.failed)} failed, {report.remaining} remaining "
+               f"({report.batches} batches, {time.monotonic() - started:.1f}s)")
+    if report.failed:
+        fail(f"{len(report.failed)} wrapped key(s) did not open (audit-logged), e.g. "
+             f"attachment {report.failed[0]}")
+    if report.remaining:
+        click.echo("run `enclave keys rotate --resume` to rewrap the rest")
+
+
+storage_group = AppGroup("storage", help="The attachment blob store.")
+enclave.add_command(storage_group)
+
+
+@storage_group.command("gc")
+@click.option("--min-age-hours", default=24.0, show_default=True, type=click.FloatRange(0),
+              help="Leave blobs and temp files younger than this (uploads in progress).")
+@click.option("--dry-run", is_flag=True, help="Report what would be removed; remove nothing.")
+@service_command
+def storage_gc(min_age_hours: float, dry_run: bool) -> None:
+    """Remove blobs no attachment references (interrupted uploads, shredded files) and
+    stale temp files."""
+    from app.attachments.service import gc_blobs
+
+    report = gc_blobs(min_age_seconds=min_age_hours * 3600, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {len(report.deleted_blobs)} unreferenced blob(s) and "
+               f"{len(report.deleted_temp)} temp file(s); kept {report.kept_referenced} "
+               f"referenced, {report.skipped_recent} younger than {min_age_hours:g}h")
+    for blob_id in report.deleted_blobs:
+        click.echo(f"  blob {blob_id}")
+    for name in report.deleted_temp:
+        click.echo(f"  temp {name}")
+    if report.errors:
+        fail("; ".join(report.errors))
+
+
+# ------------------------------------------------------------------ review, public export
+
+review_group = AppGroup("review", help="Dual-use review: affiliations, queue, decisions.")
+enclave.add_command(review_group)
+
+
+@review_group.command("affiliate")
+@click.argument("org_a")
+@click.argument("org_b")
+@click.option("--note", default="", help="Why they are affiliated (e.g. parent company).")
+@service_command
+def review_affiliate(org_a: str, org_b: str, note: str) -> None:
+    """Declare two organizations affiliated: they never review each other's findings."""
+    from app.review import flags
+
+    row = flags.add_affiliation(None, org_a, org_b, note)
+    click.echo(f"affiliated {row.org_a.slug} and {row.org_b.slug}")
+
+
+@review_group.command("unaffiliate")
+@click.argument("org_a")
+@click.argument("org_b")
+@service_command
+def review_unaffiliate(org_a: str, org_b: str) -> None:
+    from app.review import flags
+
+    flags.remove_affiliation(None, flags.find_affiliation(org_a, org_b).id)
+    click.echo(f"{org_a} and {org_b} are no longer affiliated")
+
+
+@review_group.command("affiliations")
+@service_command
+def review_affiliations() -> None:
+    from app.review import flags
+
+    for row in flags.list_affiliations():
+        click.echo(f"{row.org_a.slug}\t{row.org_b.slug}\t{row.note}")
+
+
+@review_group.command("queue")
+@click.argument("email")
+@service_command
+def review_queue(email: str) -> None:
+    """What EMAIL may review, waiting longest first (the same rule as the web and API)."""
+    from app.review import service
+
+    page = service.queue(_get_user(email), {"per_page": "100"})
+    for item in page.items:
+        ident = item.request.id if item.request else item.flag.id  # type: ignore[union-attr]
+        what = item.request.kind if item.request else "flag"
+        click.echo(f"{item.since:%Y-%m-%d %H:%M}\t{item.kind}\t{ident}\t{what}\t"
+                   f"finding {item.finding.id}")
+    click.echo(f"{page.total} item(s)")
+
+
+@review_group.command("decide")
+@click.argument("request_id", type=int)
+@click.option("--as", "email", required=True, help="The reviewer's e-mail.")
+@click.option("--decision", required=True, type=click.Choice(["approve", "changes", "reject"]))
+@click.option("--risk", required=True)
+@click.option("--score", "scores", multiple=True, metavar="KEY=N",
+              help="One per rubric question of review.toml.")
+@click.option("--comment", default="")
+@service_command
+def review_decide(request_id: int, email: str, decision: str, risk: str,
+                  scores: tuple[str, ...], comment: str) -> None:
+    """Record a review as EMAIL (all conflict-of-interest rules apply)."""
+    from app.review import service
+
+    parsed: dict[str, object] = {}
+    for item in scores:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ServiceError(f"--score takes KEY=N (got {item!r})")
+        parsed[key.strip()] = value.strip()
+    user = _get_user(email)
+    req = service.request_for_review(user, request_id)
+    service.add_review(user, req, decision=decision, risk=risk, scores=parsed,
+                       comment=comment)
+    click.echo(f"request {req.id}: review recorded; state {req.state}")
+
+
+@review_group.command("release")
+@click.argument("request_id", type=int)
+@click.option("--as", "email", required=True, help="An administrator's e-mail.")
+@service_command
+def review_release(request_id: int, email: str) -> None:
+    """Release an approved publication request (or apply a declassification)."""
+    from app.review import service
+
+    user = _get_user(email)
+    req = service.release(user, service.get_request(user, request_id))
+    click.echo(f"request {req.id}: {req.state}")
+
+
+@enclave.command("export")
+@click.argument("args", nargs=-1, required=True, metavar="[verify] OUT_DIR")
+@click.option("--public-key", default=None,
+              help="verify: the expected Ed25519 public key (base64, or a file holding it). "
+                   "Default: public-key.txt in the folder itself.")
+@click.option("--base-url", default=None,
+              help="export: the URL the site will be served from (ids and links in the "
+                   "feed). Default: ENCLAVE_BASE_URL/public.")
+@service_command
+def export_cmd(args: tuple[str, ...], public_key: str | None, base_url: str | None) -> None:
+    """Write the released findings as a static site with a signed manifest to OUT_DIR;
+    ``enclave export verify OUT_DIR`` checks the signature and every file's hash."""
+    from app.publish import export
+
+    if len(args) == 2 and args[0] == "verify":
+        _export_verify(args[1], public_key)
+        return
+    if len(args) != 1 or args[0] == "verify":
+        fail("usage: enclave export OUT_DIR | enclave export verify OUT_DIR "
+             "[--public-key KEY] (to export into a folder named 'verify', write ./verify)", 2)
+    if public_key:
+        fail("--public-key is an option of 'enclave export verify OUT_DIR'", 2)
+    report = export.export_site(args[0], base_url=base_url)
+    click.echo(f"exported {report.items} released finding(s) to {report.out_dir}: "
+               f"{len(report.written)} file(s) written, {len(report.unchanged)} unchanged, "
+               f"{len(report.removed)} removed")
+    for name in report.foreign:
+        click.echo(f"warning: {name} is not part of the export (verify will report it)",
+                   err=True)
+    click.echo(f"manifest sha256 {report.manifest_sha256}")
+
+
+def _export_verify(out_dir: str, public_key: str | None) -> None:
+    from app.publish import export
+
+    report = export.verify_export(out_dir, public_key)
+    if report.key_source == "folder":
+        key = (Path(out_dir) / export.PUBLIC_KEY).read_text("utf-8").strip()
+        click.echo(f"warning: checked against the public key shipped in the folder ({key}); "
+                   "compare it out of band with the key you expect, or pass --public-key",
+                   err=True)
+    for line in report.problems:
+        click.echo(f"PROBLEM {line}")
+    for name in report.mismatched:
+        click.echo(f"MISMATCH {name}")
+    for name in report.missing:
+        click.echo(f"MISSING {name}")
+    for name in report.extra:
+        click.echo(f"EXTRA {name}")
+    if not report.ok:
+        fail(f"verification failed: signature {'ok' if report.signature_ok else 'INVALID'}, "
+             f"{len(report.mismatched)} mismatched, {len(report.missing)} missing, "
+             f"{len(report.extra)} extra file(s)")
+    click.echo(f"ok: signature valid; {report.checked} file(s) match the manifest")
 
 
 def register_cli(app: Flask) -> None:

@@ -1,12 +1,35 @@
 """Import every model so that ``Base.metadata`` is complete (alembic, tests)."""
 
+from app.attachments.models import Attachment
 from app.audit import AuditEntry
 from app.auth.models import ApiToken, Invitation, RecoveryCode, User
-from app.findings.models import Category, Finding, FindingOrg
+from app.findings.models import (
+    Category,
+    Finding,
+    FindingOrg,
+    FindingRead,
+    FindingRevision,
+    Reply,
+)
 from app.ndas.models import NdaAcknowledgement
+from app.notifications.models import Notification, Watch
 from app.orgs.models import Organization, OrgDomain
+from app.review.models import (
+    ConflictDeclaration,
+    Escalation,
+    Flag,
+    OrgAffiliation,
+    RequestAttachment,
+    Review,
+    ReviewComment,
+    ReviewEvent,
+    ReviewRequest,
+)
 
 __all__ = [
-    "ApiToken", "AuditEntry", "Category", "Finding", "FindingOrg", "Invitation",
-    "NdaAcknowledgement", "OrgDomain", "Organization", "RecoveryCode", "User",
+    "ApiToken", "Attachment", "AuditEntry", "Category", "Finding", "FindingOrg", "FindingRead",
+    "FindingRevision", "Invitation", "NdaAcknowledgement", "Notification", "OrgDomain",
+    "Organization", "RecoveryCode", "Reply", "User", "Watch",
+    "ConflictDeclaration", "Escalation", "Flag", "OrgAffiliation", "RequestAttachment",
+    "Review", "ReviewComment", "ReviewEvent", "ReviewRequest",
 ]

@@ -68,6 +68,10 @@ def _extensions() -> list:  # type: ignore[type-arg]
     try:
         from app.findings.seed import seed_findings
     except ImportError:
-        return hooks
-    hooks.append(seed_findings)
+        pass
+    else:
+        hooks.append(seed_findings)
+    from app.review.seed import seed_review
+
+    hooks.append(seed_review)
     return hooks

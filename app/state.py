@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from app.config import Settings
     from app.crypto.keyring import Keyring
     from app.policy import Policy
+    from app.storage import BlobStore
 
 
 def policy() -> Policy:
@@ -26,3 +27,8 @@ def keyring() -> Keyring:
 
 def settings() -> Settings:
     return current_app.extensions["enclave.settings"]
+
+
+def blobs() -> BlobStore:
+    """The attachment blob store (``<instance>/blobs`` on the filesystem by default)."""
+    return current_app.extensions["enclave.blobs"]

@@ -113,4 +113,5 @@ def page_json(page: Page, render: Callable[[Any], dict[str, Any]]) -> dict[str, 
             "pages": page.pages, "per_page": page.per_page, "total": page.total}
 
 
-from app.api import core, openapi  # noqa: E402,F401  (routes register on import)
+# routes register on import
+from app.api import attachments, core, findings, openapi, review  # noqa: E402,F401

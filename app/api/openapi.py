@@ -137,7 +137,249 @@ operation("patch", "/admin/orgs/{slug}", "Admin: trust, suspend, or set the ceil
 operation("get", "/admin/audit", "Admin: the audit log, newest first",
           response=page_of("AuditEntry"),
           params=[*PAGE_PARAMS, {"name": "action", "in": "query", "schema": {"type": "string"}}])
+# ---- findings forum (app/api/findings.py)
+_STR = {"type": "string"}
+_USER_REF = {"type": "object", "properties": {"username": _STR, "display_name": _STR}}
+SCHEMAS.update({
+    "Category": {"type": "object", "required": ["slug", "name"],
+                 "properties": {"slug": _STR, "name": _STR, "description": _STR}},
+    "Finding": {
+        "type": "object",
+        "required": ["id", "title", "level", "compartment", "author", "created_at"],
+        "properties": {
+            "id": {"type": "integer"}, "title": _STR, "level": _STR, "level_label": _STR,
+            "category": {"oneOf": [ref("Category"), {"type": "null"}]},
+            "compartment": {"type": "array", "items": _STR,
+                            "description": "slugs of the organizations that may read it; "
+                                           "empty when every cleared member may"},
+            "author": _USER_REF, "organization": _STR, "locked": {"type": "boolean"},
+            "reply_count": {"type": "integer"}, "unread": {"type": "boolean"},
+            "created_at": _STR, "updated_at": _STR,
+        },
+    },
+    "Reply": {"type": "object", "required": ["id", "author", "created_at", "hidden"],
+              "properties": {"id": {"type": "integer"}, "author": _USER_REF,
+                             "created_at": _STR, "hidden": {"type": "boolean"},
+                             "hidden_reason": {"type": ["string", "null"]},
+                             "body": {"type": ["string", "null"]},
+                             "body_html": {"type": ["string", "null"]}}},
+    "SearchHit": {"allOf": [ref("Finding"), {"type": "object", "properties": {
+        "score": {"type": "number"},
+        "snippet_html": {"type": "string", "description": "escaped text with <mark> tags"},
+        "snippet_source": {"enum": ["finding", "reply"]},
+        "reply_id": {"type": ["integer", "null"]}}}]},
+    "Notification": {"type": "object", "required": ["id", "kind", "finding", "read"],
+                     "properties": {"id": {"type": "integer"},
+                                    "kind": {"enum": ["reply", "mention", "new_finding"]},
+                                    "created_at": _STR, "read": {"type": "boolean"},
+                                    "finding": ref("Finding"),
+                                    "reply_id": {"type": ["integer", "null"]},
+                                    "actor": {"type": ["string", "null"]}}},
+})
+SCHEMAS["FindingFull"] = {"allOf": [ref("Finding"), {"type": "object", "properties": {
+    "body": _STR, "body_html": _STR, "revisions": {"type": "integer"},
+    "replies": {"type": "array", "items": ref("Reply")}}}]}
+operation("get", "/categories", "Categories (research areas)",
+          response={"type": "object", "properties": {"items": {"type": "array",
+                                                                "items": ref("Category")}}})
+operation("get", "/findings",
+          "Readable findings, newest first; with q: full-text search ranked by relevance "
+          "(items are SearchHit)",
+          response=page_of("Finding"),
+          params=[*PAGE_PARAMS,
+                  {"name": "q", "in": "query", "schema": {"type": "string", "maxLength": 200},
+                   "description": 'words, "phrases", OR, -excluded; a malformed query is a '
+                                  '400 bad_query'},
+                  {"name": "level", "in": "query", "schema": _STR},
+                  {"name": "category", "in": "query", "schema": _STR}])
+operation("post", "/findings", "Post a finding (orgs: a compartment; yours is always in it)",
+          status="201", response=ref("FindingFull"),
+          body={"type": "object", "required": ["category", "title", "body", "level"],
+                "properties": {"category": _STR, "title": {"type": "string", "maxLength": 300},
+                               "body": _STR, "level": _STR,
+                               "orgs": {"type": "array", "items": _STR}}})
+operation("get", "/findings/{id}", "A finding with its replies (reading above network is "
+          "audit-logged)", response=ref("FindingFull"))
+operation("patch", "/findings/{id}",
+          "Edit (author or admin; keeps a revision). Raising the level is immediate, "
+          "lowering it is refused (400 needs_review). Admins: category, locked",
+          response=ref("FindingFull"),
+          body={"type": "object", "properties": {
+              "title": _STR, "body": _STR, "level": _STR,
+              "orgs": {"type": "array", "items": _STR}, "category": _STR,
+              "locked": {"type": "boolean"}}},
+          errors=("400", "401", "403", "404", "409"))
+operation("post", "/findings/{id}/replies", "Reply (inherits the finding's access)",
+          status="201", response=ref("Reply"),
+          body={"type": "object", "required": ["body"], "properties": {"body": _STR}},
+          errors=("400", "401", "403", "404", "409"))
+operation("get", "/notifications", "Your notifications on findings you can read now",
+          response={"allOf": [page_of("Notification"), {"type": "object", "properties": {
+              "unread": {"type": "integer"}}}]}, params=PAGE_PARAMS)
 operation("get", "/openapi.json", "This document", auth=False, errors=())
+
+
+# ---- dual-use review and public release (app/api/review.py)
+
+SCHEMAS["Flag"] = {
+    "type": "object", "required": ["id", "finding_id", "state", "reason", "suggested_level"],
+    "properties": {
+        "id": {"type": "integer"}, "finding_id": {"type": "integer"},
+        "state": {"enum": ["open", "resolved"]}, "reason": {"type": "string"},
+        "suggested_level": {"type": "string"}, "level_at_flag": {"type": "string"},
+        "outcome": {"enum": ["raise", "lock", "redact", "dismiss", None]},
+        "outcome_level": {"type": ["string", "null"]}, "note": {"type": "string"},
+        "flagger": {"type": "object"}, "resolved_by": {"type": "object"},
+    },
+}
+SCHEMAS["ReviewRequest"] = {
+    "type": "object",
+    "required": ["id", "kind", "state", "round", "finding_id", "content_sha256", "tally",
+                 "reviews", "comments", "history"],
+    "properties": {
+        "id": {"type": "integer"}, "kind": {"enum": ["publication", "declassification"]},
+        "state": {"enum": ["submitted", "approved", "changes_requested", "rejected",
+                           "released", "applied", "withdrawn"]},
+        "round": {"type": "integer"}, "finding_id": {"type": "integer"},
+        "from_level": {"type": "string"}, "target_level": {"type": "string"},
+        "your_role": {"enum": ["admin", "author", "reviewer"]},
+        "public_title": {"type": "string"}, "public_body": {"type": "string"},
+        "attachments": {"type": "array", "items": {"type": "object"}},
+        "embargo_until": {"type": ["string", "null"], "format": "date-time"},
+        "embargo_tz": {"type": "string"}, "embargo_display": {"type": ["string", "null"]},
+        "content_sha256": {"type": "string"},
+        "tally": {"type": "object"}, "release_problems": {"type": "array",
+                                                          "items": {"type": "string"}},
+        "reviews": {"type": "array", "items": {"type": "object"}},
+        "comments": {"type": "array", "items": {"type": "object"}},
+        "escalations": {"type": "array", "items": {"type": "object"}},
+        "history": {"type": "array", "items": {"type": "object"}},
+        "public_url": {"type": "string"},
+    },
+}
+SCHEMAS["PublicFinding"] = {
+    "type": "object",
+    "required": ["id", "title", "body", "body_html", "released_at", "content_sha256",
+                 "attachments"],
+    "properties": {
+        "id": {"type": "integer"}, "title": {"type": "string"}, "body": {"type": "string"},
+        "body_html": {"type": "string"}, "released_at": {"type": "string",
+                                                         "format": "date-time"},
+        "content_sha256": {"type": "string"}, "url": {"type": "string"},
+        "attachments": {"type": "array", "items": {"type": "object", "properties": {
+            "id": {"type": "integer"}, "filename": {"type": "string"},
+            "size": {"type": "integer"}, "sha256": {"type": "string"},
+            "url": {"type": "string"}}}},
+    },
+}
+_PUBLICATION_BODY = {
+    "type": "object", "required": ["public_title", "public_body"],
+    "properties": {
+        "public_title": {"type": "string"}, "public_body": {"type": "string"},
+        "attachments": {"type": "array", "items": {"type": "string"},
+                        "description": "ids of this finding's attachments"},
+        "embargo_until": {"type": ["string", "null"],
+                          "description": "ISO 8601; without an offset it is read in "
+                                         "embargo_tz"},
+        "embargo_tz": {"type": "string", "description": "IANA zone, default UTC"},
+        "note": {"type": "string", "description": "to the reviewers, never published"},
+    },
+}
+_REASON = {"type": "object", "required": ["reason"],
+           "properties": {"reason": {"type": "string"}}}
+operation("post", "/findings/{id}/flags", "Flag a readable finding as a dual-use concern",
+          status="201", response=ref("Flag"),
+          body={"type": "object", "required": ["reason"],
+                "properties": {"reason": {"type": "string"},
+                               "suggested_level": {"type": "string"}}},
+          errors=("400", "401", "403", "404", "409"))
+operation("get", "/review/flags/{id}", "A flag (flagger, author, eligible reviewers, admins)",
+          response=ref("Flag"))
+operation("post", "/review/flags/{id}/resolve",
+          "Resolve an open flag: raise (applied at once), lock, redact or dismiss",
+          response=ref("Flag"),
+          body={"type": "object", "required": ["outcome"], "properties": {
+              "outcome": {"enum": ["raise", "lock", "redact", "dismiss"]},
+              "level": {"type": "string"}, "note": {"type": "string"}}},
+          errors=("400", "401", "403", "404", "409"))
+operation("post", "/findings/{id}/conflicts",
+          "Reviewer: declare a conflict of interest on a finding (excluded from its reviews)",
+          status="201", body=_REASON, errors=("400", "401", "404", "409"))
+operation("post", "/findings/{id}/publication-requests",
+          "Author or admin: ask to publish a public version (pinned by SHA-256)",
+          status="201", response=ref("ReviewRequest"), body=_PUBLICATION_BODY,
+          errors=("400", "401", "403", "404", "409"))
+operation("post", "/findings/{id}/declassification-requests",
+          "Author or admin: ask to lower the finding's level", status="201",
+          response=ref("ReviewRequest"),
+          body={"type": "object", "required": ["target_level", "note"],
+                "properties": {"target_level": {"type": "string"},
+                               "note": {"type": "string"}}},
+          errors=("400", "401", "403", "404", "409"))
+operation("get", "/review/queue",
+          "Reviewers: requests and flags you may review, waiting longest first (never "
+          "your own, your organization's, an affiliated one's, or where you declared a "
+          "conflict)",
+          response={"type": "object", "required": ["items", "page", "pages", "total"],
+                    "properties": {"items": {"type": "array", "items": {"type": "object"}},
+                                   "page": {"type": "integer"}, "pages": {"type": "integer"},
+                                   "total": {"type": "integer"}}},
+          params=PAGE_PARAMS)
+operation("get", "/review/requests/{id}",
+          "A request with its reviews, thread and history (reviewer names hidden from the "
+          "author when reviewers are anonymous)", response=ref("ReviewRequest"))
+operation("patch", "/review/requests/{id}",
+          "Author or admin: edit; changing pinned content starts a new round (back to "
+          "submitted, earlier reviews kept but stale)", response=ref("ReviewRequest"),
+          body={"type": "object", "properties": {
+              **_PUBLICATION_BODY["properties"], "target_level": {"type": "string"}}},
+          errors=("400", "401", "403", "404", "409"))
+operation("post", "/review/requests/{id}/decisions",
+          "Reviewer: one review per round (decision, risk, a score per rubric question, "
+          "comment)", status="201",
+          body={"type": "object", "required": ["decision", "risk", "scores"], "properties": {
+              "decision": {"enum": ["approve", "changes", "reject"]},
+              "risk": {"type": "string", "description": "one of review.toml risks"},
+              "scores": {"type": "object", "additionalProperties": {"type": "integer"}},
+              "comment": {"type": "string"}}},
+          errors=("400", "401", "403", "404", "409"))
+operation("post", "/review/requests/{id}/comments",
+          "Reviewers and the author: add to the request's discussion", status="201",
+          body={"type": "object", "required": ["body"],
+                "properties": {"body": {"type": "string"}}},
+          errors=("400", "401", "404", "409"))
+operation("post", "/review/requests/{id}/escalate",
+          "Admin: let a request past its blocking-risk reviews, with a written reason",
+          response=ref("ReviewRequest"), body=_REASON,
+          errors=("400", "401", "403", "404", "409"))
+operation("post", "/review/requests/{id}/reopen",
+          "Admin: reopen a rejected request (a new round)", response=ref("ReviewRequest"),
+          body=_REASON, errors=("400", "401", "403", "404", "409"))
+operation("post", "/review/requests/{id}/withdraw", "Author or admin: withdraw a request",
+          response=ref("ReviewRequest"),
+          body={"type": "object", "properties": {"reason": {"type": "string"}}},
+          errors=("400", "401", "403", "404", "409"))
+operation("post", "/review/requests/{id}/release",
+          "Admin: release an approved publication request (refused without quorum, while "
+          "blocked, before the embargo); for a declassification, apply the new level",
+          response=ref("ReviewRequest"), errors=("401", "403", "404", "409"))
+operation("get", "/review/affiliations", "Admin: affiliated organizations",
+          response={"type": "object", "properties": {"items": {"type": "array",
+                                                                "items": {"type": "object"}}}})
+operation("post", "/review/affiliations",
+          "Admin: declare two organizations affiliated (they never review each other)",
+          status="201",
+          body={"type": "object", "required": ["orgs"], "properties": {
+              "orgs": {"type": "array", "items": {"type": "string"}, "minItems": 2,
+                       "maxItems": 2}, "note": {"type": "string"}}},
+          errors=("400", "401", "403", "409"))
+operation("delete", "/review/affiliations/{id}", "Admin: remove an affiliation",
+          status="204", errors=("401", "403", "404"))
+operation("get", "/public/findings",
+          "Released findings: only the approved public version and files (no token)",
+          response=page_of("PublicFinding"), params=PAGE_PARAMS, auth=False, errors=("400",))
+operation("get", "/public/findings/{id}", "One released finding (no token)",
+          response=ref("PublicFinding"), auth=False, errors=("404",))
 
 
 def spec() -> dict[str, Any]:

@@ -9,6 +9,7 @@ from flask_login import current_user
 
 from app import access, state
 from app.auth import mfa
+from app.findings.service import latest_for_home
 from app.ndas.service import owed_ndas
 from app.web import member_required
 
@@ -38,8 +39,10 @@ def home() -> Any:
             "missing_ndas": access.missing_ndas(current_user, level.key) if within else [],
             "needs_mfa": within and level.mfa and not current_user.mfa_enabled,
         })
+    latest = latest_for_home(current_user)
     return render_template("main/home.html", rows=rows, owed=owed_ndas(current_user),
-                           recovery_left=mfa.remaining_recovery_codes(current_user))
+                           recovery_left=mfa.remaining_recovery_codes(current_user),
+                           latest=latest, page_marking=latest.marking)
 
 
 @bp.get("/levels.css")

@@ -1,0 +1,184 @@
+"""Categories, findings, replies and notifications in the API (the same services as the
+web pages; every list goes through the access filter, an unreadable finding is 404)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+
+from app import state
+from app.api import api_user, bp, field, json_body, page_json
+from app.errors import Forbidden, ServiceError
+from app.findings import search as search_service
+from app.findings import service
+from app.findings.models import Category, Finding
+from app.notifications import service as notify
+
+FINDING_FIELDS = {"title", "body", "level", "orgs", "category", "locked"}
+
+
+def category_json(category: Category) -> dict[str, Any]:
+    return {"slug": category.slug, "name": category.name, "description": category.description}
+
+
+def finding_json(finding: Finding) -> dict[str, Any]:
+    return {
+        "id": finding.id,
+        "title": finding.title,
+        "level": finding.level,
+        "level_label": state.policy().level(finding.level).label,
+        "category": category_json(finding.category) if finding.category else None,
+        "compartment": sorted(o.slug for o in finding.compartment_orgs)
+        if finding.compartmented else [],
+        "author": {"username": finding.author.username,
+                   "display_name": finding.author.display_name},
+        "organization": finding.org.slug,
+        "locked": finding.locked,
+        "reply_count": finding.reply_count,
+        "created_at": finding.created_at.isoformat(),
+        "updated_at": finding.updated_at.isoformat(),
+    }
+
+
+def reply_json(reply: service.ReplyView, moderator: bool) -> dict[str, Any]:
+    shown = not reply.hidden or moderator
+    return {
+        "id": reply.id,
+        "author": {"username": reply.author_username, "display_name": reply.author_name},
+        "created_at": reply.created_at.isoformat(),
+        "hidden": reply.hidden,
+        "hidden_reason": reply.hidden_reason if reply.hidden else None,
+        "body": reply.body if shown else None,
+        "body_html": reply.html if shown else None,
+    }
+
+
+def _full(finding: Finding) -> dict[str, Any]:
+    user = api_user()
+    moderator = service.is_moderator(user)
+    page = service.replies_page(user, finding, 1)
+    replies = list(page.items)
+    pages = page.pages
+    for n in range(2, pages + 1):
+        replies.extend(service.replies_page(user, finding, n).items)
+    return {**finding_json(finding), "body": finding.body,
+            "body_html": service.body_html(finding),
+            "revisions": service.revision_count(finding),
+            "replies": [reply_json(r, moderator) for r in replies]}
+
+
+def _filters() -> tuple[Category | None, str | None]:
+    slug = request.args.get("category") or None
+    category = None
+    if slug is not None:
+        category = next((c for c in service.list_categories() if c.slug == slug), None)
+        if category is None:
+            raise ServiceError(f"There is no category {slug!r}.", code="unknown_category",
+                               field="category")
+    return category, request.args.get("level") or None
+
+
+def _orgs(data: dict[str, Any]) -> list[str] | None:
+    orgs = field(data, "orgs", list, required=False)
+    if orgs is not None and not all(isinstance(o, str) for o in orgs):
+        raise ServiceError("'orgs' must be a list of organization slugs.", code="bad_field",
+                           field="orgs")
+    return orgs
+
+
+@bp.get("/categories")
+def categories() -> Any:
+    return {"items": [category_json(c) for c in service.list_categories()]}
+
+
+@bp.get("/findings")
+def finding_list() -> Any:
+    user = api_user()
+    category, level = _filters()
+    q = request.args.get("q")
+    if q is not None and q.strip():
+        results = search_service.search(user, q, request.args, category=category, level=level)
+        return page_json(results, lambda r: {  # type: ignore[arg-type]
+            **finding_json(r.finding), "score": r.score, "snippet_html": str(r.snippet_html),
+            "snippet_source": r.source, "reply_id": r.reply_id})
+    page = service.page_findings(user, request.args, category=category, level=level)
+    unread = service.unread_ids(user, page.items)
+    return page_json(page, lambda f: {**finding_json(f), "unread": f.id in unread})
+
+
+@bp.post("/findings")
+def finding_create() -> Any:
+    data = json_body()
+    unknown = set(data) - {"category", "title", "body", "level", "orgs"}
+    if unknown:
+        raise ServiceError(f"Unknown field(s): {', '.join(sorted(unknown))}.",
+                           code="unknown_field")
+    finding = service.create_finding(
+        api_user(), title=field(data, "title", required=False, default=""),
+        body=field(data, "body", required=False, default=""),
+        category=field(data, "category", required=False, default=""),
+        level=field(data, "level", required=False, default=""), orgs=_orgs(data))
+    return _full(finding), 201
+
+
+@bp.get("/findings/<int:id>")
+def finding_get(id: int) -> Any:
+    user = api_user()
+    finding = service.get_finding(user, id)
+    service.record_view(user, finding)
+    return _full(finding)
+
+
+@bp.patch("/findings/<int:id>")
+def finding_patch(id: int) -> Any:
+    user = api_user()
+    finding = service.get_finding(user, id)
+    data = json_body()
+    unknown = set(data) - FINDING_FIELDS
+    if unknown:
+        raise ServiceError(f"Unknown field(s): {', '.join(sorted(unknown))}.",
+                           code="unknown_field")
+    title = field(data, "title", required=False)
+    body = field(data, "body", required=False)
+    level = field(data, "level", required=False)
+    orgs = _orgs(data)
+    category = field(data, "category", required=False)
+    locked = data.get("locked")
+    if locked is not None and not isinstance(locked, bool):
+        raise ServiceError("'locked' must be true or false.", code="bad_field", field="locked")
+    if (category is not None or locked is not None) and not service.is_moderator(user):
+        raise Forbidden("Only administrators move or lock findings.")
+    if category is not None:
+        service.category_for(category)  # validate before anything is written
+    if locked is False:
+        service.set_locked(user, finding, False)
+    if any(v is not None for v in (title, body, level, orgs)):
+        service.edit_finding(user, finding, title=title, body=body, level=level, orgs=orgs)
+    if category is not None:
+        service.move_finding(user, finding, category)
+    if locked is True:
+        service.set_locked(user, finding, True)
+    return _full(finding)
+
+
+@bp.post("/findings/<int:id>/replies")
+def reply_create(id: int) -> Any:
+    user = api_user()
+    finding = service.get_finding(user, id)
+    data = json_body()
+    reply = service.add_reply(user, finding, field(data, "body", required=False, default=""))
+    return reply_json(service.reply_view(reply), service.is_moderator(user)), 201
+
+
+@bp.get("/notifications")
+def notification_list() -> Any:
+    user = api_user()
+    page = notify.list_for(user, request.args)
+    body = page_json(page, lambda row: {
+        "id": row[0].id, "kind": row[0].kind, "created_at": row[0].created_at.isoformat(),
+        "read": row[0].read_at is not None, "finding": finding_json(row[1]),
+        "reply_id": row[0].reply_id,
+        "actor": row[0].actor.username if row[0].actor else None})
+    body["unread"] = notify.unread_count(user)
+    return body

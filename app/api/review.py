@@ -1,0 +1,325 @@
+"""Dual-use review and public release in the API: flags, publication and declassification
+requests, the reviewer queue, decisions, escalation, reopening, release, affiliations, and
+the public (no token) released findings. The same services as the web pages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request, url_for
+
+from app import state
+from app.api import api_user, bp, field, json_body, page_json, public, require_role
+from app.auth.models import Role
+from app.errors import ServiceError
+from app.findings import service as findings
+from app.publish import service as public_service
+from app.review import flags, service
+from app.review.models import Flag, OrgAffiliation, ReviewRequest
+
+
+def _only(data: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ServiceError(f"Unknown field(s): {', '.join(unknown)}; allowed: "
+                           f"{', '.join(sorted(allowed))}.", code="unknown_field")
+
+
+def _when(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def request_json(req: ReviewRequest) -> dict[str, Any]:
+    """The request as the caller may see it (reviewer names hidden from authors when
+    reviewers are anonymous)."""
+    v = service.view(api_user(), req)
+
+    def person(shown: service.Shown) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": shown.label}
+        if shown.org:
+            out["organization"] = shown.org
+        return out
+
+    body: dict[str, Any] = {
+        "id": req.id, "kind": req.kind, "state": req.state, "round": req.round,
+        "finding_id": req.finding_id, "from_level": req.from_level,
+        "target_level": req.target_level, "your_role": v.role,
+        "requester": {"username": req.requester.username,
+                      "display_name": req.requester.display_name},
+        "note": req.note, "content_sha256": req.content_sha256,
+        "created_at": _when(req.created_at), "submitted_at": _when(req.submitted_at),
+        "updated_at": _when(req.updated_at), "released_at": _when(req.released_at),
+        "embargo_until": _when(req.embargo_until), "embargo_tz": req.embargo_tz,
+        "embargo_display": v.embargo_text or None,
+        "tally": {"approvals": v.tally.approvals_counted, "quorum": v.tally.quorum,
+                  "quorum_met": v.tally.quorum_met, "blocked": v.tally.blocked,
+                  "escalated": len(v.tally.escalated)},
+        "release_problems": v.problems,
+        "reviews": [{
+            "id": r.id, "round": r.round, "stale": r.stale, "stale_reason": r.stale_reason,
+            "decision": r.decision, "risk": r.risk, "scores": r.scores,
+            "comment": r.comment, "escalated": r.escalation_id is not None,
+            "created_at": _when(r.created_at), "reviewer": person(who),
+        } for r, who in v.reviews],
+        "comments": [{"id": c.id, "author": person(who), "body": c.body,
+                      "created_at": _when(c.created_at)} for c, who in v.comments],
+        "escalations": [{"by": person(who), "reason": e.reason, "round": e.round,
+                         "created_at": _when(e.created_at)} for e, who in v.escalations],
+        "history": [{"action": e.action, "by": person(who), "created_at": _when(e.created_at),
+                     "details": e.details_dict} for e, who in v.events],
+    }
+    if req.kind == "publication":
+        body["public_title"] = req.public_title
+        body["public_body"] = req.public_body
+        body["attachments"] = [{"attachment_id": a.attachment_id, "filename": a.filename,
+                                "size": a.size, "sha256": a.sha256} for a in req.attachments]
+    if req.state == "released":
+        body["public_url"] = url_for("public.show", item_id=req.id, _external=True)
+    return body
+
+
+def flag_json(flag: Flag) -> dict[str, Any]:
+    user = api_user()
+    role = flags.flag_role(user, flag)
+    names = role in ("admin", "reviewer") or not state.policy().review.anonymous_reviewers
+    out: dict[str, Any] = {
+        "id": flag.id, "finding_id": flag.finding_id, "state": flag.state,
+        "reason": flag.reason, "suggested_level": flag.suggested_level,
+        "level_at_flag": flag.level_at_flag, "outcome": flag.outcome or None,
+        "outcome_level": flag.outcome_level or None, "note": flag.note,
+        "created_at": _when(flag.created_at), "resolved_at": _when(flag.resolved_at),
+    }
+    if names or user.id == flag.flagger_id:
+        out["flagger"] = {"username": flag.flagger.username,
+                          "organization": flag.flagger.org.slug}
+    if names and flag.resolved_by is not None:
+        out["resolved_by"] = {"username": flag.resolved_by.username,
+                              "organization": flag.resolved_by.org.slug}
+    return out
+
+
+def _request(item_id: int) -> ReviewRequest:
+    return service.get_request(api_user(), item_id)
+
+
+# ---------------------------------------------------------------- flags and requests
+
+
+@bp.post("/findings/<int:id>/flags")
+def flag_create(id: int) -> Any:
+    data = json_body()
+    _only(data, {"reason", "suggested_level"})
+    flag = flags.create_flag(api_user(), id, reason=field(data, "reason"),
+                             suggested_level=field(data, "suggested_level", required=False))
+    return flag_json(flag), 201
+
+
+@bp.get("/review/flags/<int:id>")
+def flag_get(id: int) -> Any:
+    return flag_json(flags.get_flag(api_user(), id))
+
+
+@bp.post("/review/flags/<int:id>/resolve")
+def flag_resolve(id: int) -> Any:
+    data = json_body()
+    _only(data, {"outcome", "level", "note"})
+    flag = flags.flag_for_review(api_user(), id)
+    flags.resolve_flag(api_user(), flag, outcome=field(data, "outcome"),
+                       level=field(data, "level", required=False),
+                       note=field(data, "note", required=False))
+    return flag_json(flag)
+
+
+@bp.post("/findings/<int:id>/conflicts")
+def conflict_declare(id: int) -> Any:
+    data = json_body()
+    _only(data, {"reason"})
+    finding = findings.get_finding(api_user(), id)
+    flags.declare_conflict(api_user(), finding, field(data, "reason"))
+    return {"finding_id": id, "declared": True}, 201
+
+
+PUBLICATION_FIELDS = {"public_title", "public_body", "attachments", "embargo_until",
+                      "embargo_tz", "note"}
+
+
+@bp.post("/findings/<int:id>/publication-requests")
+def publication_create(id: int) -> Any:
+    data = json_body()
+    _only(data, PUBLICATION_FIELDS)
+    req = service.create_publication(
+        api_user(), id, public_title=field(data, "public_title"),
+        public_body=field(data, "public_body"),
+        attachments=field(data, "attachments", list, required=False, default=[]),
+        embargo_until=field(data, "embargo_until", required=False),
+        embargo_tz=field(data, "embargo_tz", required=False),
+        note=field(data, "note", required=False))
+    return request_json(req), 201
+
+
+@bp.post("/findings/<int:id>/declassification-requests")
+def declassification_create(id: int) -> Any:
+    data = json_body()
+    _only(data, {"target_level", "note"})
+    req = service.create_declassification(api_user(), id,
+                                          target_level=field(data, "target_level"),
+                                          note=field(data, "note"))
+    return request_json(req), 201
+
+
+@bp.get("/review/queue")
+@require_role(Role.REVIEWER)
+def review_queue() -> Any:
+    page = service.queue(api_user(), request.args)
+
+    def item(q: service.QueueItem) -> dict[str, Any]:
+        base = {"type": q.kind, "waiting_since": _when(q.since),
+                "finding": {"id": q.finding.id, "title": q.finding.title,
+                            "level": q.finding.level}}
+        if q.request is not None:
+            base.update(id=q.request.id, kind=q.request.kind, state=q.request.state,
+                        round=q.request.round)
+        elif q.flag is not None:
+            base.update(id=q.flag.id, suggested_level=q.flag.suggested_level,
+                        state=q.flag.state)
+        return base
+
+    return page_json(page, item)
+
+
+@bp.get("/review/requests/<int:id>")
+def request_get(id: int) -> Any:
+    return request_json(_request(id))
+
+
+@bp.patch("/review/requests/<int:id>")
+def request_edit(id: int) -> Any:
+    data = json_body()
+    _only(data, PUBLICATION_FIELDS | {"target_level"})
+    req = _request(id)
+    kwargs = {name: data[name] for name in data}
+    for name in ("public_title", "public_body", "embargo_tz", "note", "target_level"):
+        if name in kwargs and kwargs[name] is not None and not isinstance(kwargs[name], str):
+            raise ServiceError(f"'{name}' must be a string.", code="bad_field", field=name)
+    if "attachments" in kwargs and not isinstance(kwargs["attachments"], list):
+        raise ServiceError("'attachments' must be a list.", code="bad_field",
+                           field="attachments")
+    changed = service.edit_request(api_user(), req, **kwargs)
+    return {**request_json(req), "content_changed": changed}
+
+
+@bp.post("/review/requests/<int:id>/decisions")
+def request_decide(id: int) -> Any:
+    data = json_body()
+    _only(data, {"decision", "risk", "scores", "comment"})
+    req = service.request_for_review(api_user(), id)
+    review = service.add_review(api_user(), req, decision=field(data, "decision"),
+                                risk=field(data, "risk"), scores=field(data, "scores", dict),
+                                comment=field(data, "comment", required=False))
+    return {"review_id": review.id, "round": review.round, "state": req.state,
+            "request": request_json(req)}, 201
+
+
+@bp.post("/review/requests/<int:id>/comments")
+def request_comment(id: int) -> Any:
+    data = json_body()
+    _only(data, {"body"})
+    req = _request(id)
+    comment = service.add_comment(api_user(), req, field(data, "body"))
+    return {"id": comment.id, "request_id": req.id, "body": comment.body}, 201
+
+
+def _reason(data: dict[str, Any], required: bool = True) -> Any:
+    _only(data, {"reason"})
+    return field(data, "reason", required=required)
+
+
+@bp.post("/review/requests/<int:id>/escalate")
+def request_escalate(id: int) -> Any:
+    reason = _reason(json_body())
+    req = _request(id)
+    service.escalate(api_user(), req, reason)
+    return request_json(req)
+
+
+@bp.post("/review/requests/<int:id>/reopen")
+def request_reopen(id: int) -> Any:
+    reason = _reason(json_body())
+    req = _request(id)
+    service.reopen(api_user(), req, reason)
+    return request_json(req)
+
+
+@bp.post("/review/requests/<int:id>/withdraw")
+def request_withdraw(id: int) -> Any:
+    data = request.get_json(silent=True) or {}
+    reason = _reason(data if isinstance(data, dict) else {}, required=False)
+    req = _request(id)
+    service.withdraw(api_user(), req, reason)
+    return request_json(req)
+
+
+@bp.post("/review/requests/<int:id>/release")
+def request_release(id: int) -> Any:
+    req = _request(id)
+    service.release(api_user(), req)
+    return request_json(req)
+
+
+# ---------------------------------------------------------------- affiliations
+
+
+def affiliation_json(a: OrgAffiliation) -> dict[str, Any]:
+    return {"id": a.id, "orgs": [a.org_a.slug, a.org_b.slug], "note": a.note,
+            "created_at": _when(a.created_at)}
+
+
+@bp.get("/review/affiliations")
+@require_role(Role.ADMIN)
+def affiliations_list() -> Any:
+    return {"items": [affiliation_json(a) for a in flags.list_affiliations()]}
+
+
+@bp.post("/review/affiliations")
+@require_role(Role.ADMIN)
+def affiliations_add() -> Any:
+    data = json_body()
+    _only(data, {"orgs", "note"})
+    orgs = field(data, "orgs", list)
+    if len(orgs) != 2 or not all(isinstance(o, str) for o in orgs):
+        raise ServiceError("'orgs' names two organization slugs.", code="bad_field",
+                           field="orgs")
+    row = flags.add_affiliation(api_user(), orgs[0], orgs[1],
+                                field(data, "note", required=False, default=""))
+    return affiliation_json(row), 201
+
+
+@bp.delete("/review/affiliations/<int:id>")
+@require_role(Role.ADMIN)
+def affiliations_remove(id: int) -> Any:
+    flags.remove_affiliation(api_user(), id)
+    return "", 204
+
+
+# ---------------------------------------------------------------- public, no token
+
+
+def public_json(rec: public_service.PublicRecord) -> dict[str, Any]:
+    return public_service.record_json(
+        rec, page_url=url_for("public.show", item_id=rec.id, _external=True),
+        file_url=lambda f: url_for("public.download", item_id=rec.id, file_id=f.id,
+                                   _external=True))
+
+
+@bp.get("/public/findings")
+@public
+def public_findings() -> Any:
+    page = public_service.public_page(request.args)
+    return page_json(page, lambda r: public_json(public_service.public_record(r)))
+
+
+@bp.get("/public/findings/<int:id>")
+@public
+def public_finding(id: int) -> Any:
+    return public_json(public_service.public_record(public_service.get_public(id)))
+

@@ -1,0 +1,1 @@
+"""Encrypted file attachments of findings."""

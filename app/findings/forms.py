@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import SelectField, SelectMultipleField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length
+
+# Choices are offered for convenience; the service validates every value (validate_choice
+# is off) so that a crafted request gets the same clear message as the API.
+
+
+class FindingForm(FlaskForm):
+    title = StringField("Title", validators=[Length(max=300)])
+    category = SelectField("Category", validate_choice=False)
+    level = SelectField("Level", validate_choice=False)
+    orgs = SelectMultipleField("Compartment: also share with (your organization is always "
+                               "included)", validate_choice=False)
+    body = TextAreaField("Body (Markdown)")
+
+
+class EditForm(FlaskForm):
+    title = StringField("Title", validators=[Length(max=300)])
+    level = SelectField("Level (raise only; lowering needs a review)", validate_choice=False)
+    orgs = SelectMultipleField("Compartment (narrow only; your organization is always "
+                               "included)", validate_choice=False)
+    body = TextAreaField("Body (Markdown)")
+
+
+class ReplyForm(FlaskForm):
+    body = TextAreaField("Your reply (Markdown; @username to mention)")
+
+
+class HideForm(FlaskForm):
+    reason = StringField("Reason", validators=[Length(max=500)])
+
+
+class MoveForm(FlaskForm):
+    category = SelectField("Move to category", validate_choice=False)
+
+
+class CategoryForm(FlaskForm):
+    slug = StringField("Slug", validators=[DataRequired(), Length(max=64)])
+    name = StringField("Name", validators=[DataRequired(), Length(max=120)])
+    description = TextAreaField("Description", validators=[Length(max=2000)])
+
+
+class CategoryEditForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=120)])
+    description = TextAreaField("Description", validators=[Length(max=2000)])

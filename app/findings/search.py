@@ -1,0 +1,419 @@
+"""Full-text search over findings and their replies, through the access filter.
+
+User input never reaches a full-text query language as it was typed: ``parse`` reduces it
+to words, "quoted phrases", ``OR`` and exclusions (``-word`` / ``NOT word``), or refuses it
+with a clear message (an unclosed quote, a dangling operator, too long). The parsed query
+is compiled into an FTS5 MATCH string made only of double-quoted tokens (SQLite), or into
+PostgreSQL ``to_tsquery``/``phraseto_tsquery`` calls over bound parameters. The access
+filter (``access.finding_filter``) is part of the same SQL statement, so a result, a count
+or a snippet can only come from a finding the user may read.
+
+Snippets are built here from the readable text (the finding, or a reply that is not
+hidden): everything is HTML-escaped first, then the matched words are wrapped in <mark>.
+No FTS-generated HTML is ever used.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from markupsafe import Markup, escape
+from sqlalchemy import (
+    Float,
+    Integer,
+    case,
+    column,
+    desc,
+    func,
+    literal,
+    literal_column,
+    null,
+    select,
+    table,
+    union_all,
+)
+from sqlalchemy.exc import DBAPIError
+
+from app import access, state
+from app.auth.models import User
+from app.db import db
+from app.errors import ServiceError
+from app.findings.models import Category, Finding, Reply
+from app.findings.service import FINDING_LOAD, highest_level, tune_postgres
+from app.pagination import page_args
+from app.policy import Level
+
+MAX_QUERY_CHARS = 200
+MAX_TERMS = 12
+MAX_WORD_CHARS = 64
+SNIPPET_CHARS = 220
+PG_CONFIG = "english"
+REPLY_WEIGHT = 0.5  # a hit in a reply ranks below the same hit in the finding itself
+SEARCH_TIMEOUT_MS = 10_000  # PostgreSQL: a search that would run longer is refused
+
+WORD_RE = re.compile(r"[^\W_]+")
+_OPERATORS = {"OR", "AND", "NOT"}
+
+
+class SearchError(ServiceError):
+    status = 400
+    code = "bad_query"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="q")
+
+
+@dataclass(frozen=True)
+class Term:
+    """One word (matched as a prefix) or a phrase (words in this order)."""
+
+    words: tuple[str, ...]
+
+    @property
+    def phrase(self) -> bool:
+        return len(self.words) > 1
+
+
+@dataclass(frozen=True)
+class Query:
+    """Every group must match (AND); within a group any term may (OR); no exclusion may."""
+
+    groups: tuple[tuple[Term, ...], ...]
+    excluded: tuple[Term, ...]
+
+    def positive_words(self) -> list[str]:
+        return [w for group in self.groups for term in group for w in term.words]
+
+
+def _tokens(raw: str) -> list[tuple[str, Any, bool]]:
+    """("op", name, False) or ("term", Term, negated) items; punctuation is dropped."""
+    out: list[tuple[str, Any, bool]] = []
+    i, n = 0, len(raw)
+    while i < n:
+        if raw[i].isspace():
+            i += 1
+            continue
+        negated = False
+        if raw[i] == "-" and i + 1 < n and (raw[i + 1] == '"' or WORD_RE.match(raw[i + 1])):
+            negated = True
+            i += 1
+        if raw[i] == '"':
+            close = raw.find('"', i + 1)
+            if close == -1:
+                raise SearchError('A quotation mark is not closed. Put a phrase between two '
+                                  '" marks, or remove the quote.')
+            words = WORD_RE.findall(raw[i + 1:close].lower())
+            i = close + 1
+        else:
+            j = i
+            while j < n and not raw[j].isspace() and raw[j] != '"':
+                j += 1
+            chunk = raw[i:j]
+            i = j
+            if chunk in _OPERATORS and not negated:
+                out.append(("op", chunk, False))
+                continue
+            words = WORD_RE.findall(chunk.lower())
+        if words:
+            out.append(("term", Term(tuple(words)), negated))
+    return out
+
+
+def parse(raw: str | None) -> Query:
+    """Turn what the user typed into a safe query, or raise SearchError saying why not."""
+    raw = (raw or "").replace("\x00", " ").strip()
+    if not raw:
+        raise SearchError("Type at least one word to search for.")
+    if len(raw) > MAX_QUERY_CHARS:
+        raise SearchError(f"The search is {len(raw)} characters long; the limit is "
+                          f"{MAX_QUERY_CHARS}. Use fewer, more specific words.")
+    groups: list[list[Term]] = []
+    excluded: list[Term] = []
+    pending: str | None = None  # the operator waiting for its right-hand word
+    for kind, value, negated in _tokens(raw):
+        if kind == "op":
+            if pending is not None or (value != "NOT" and not groups and not excluded):
+                raise SearchError(f"{value} needs a word on each side, e.g. "
+                                  "'steering OR probing'.")
+            pending = value
+            continue
+        term: Term = value
+        if negated or pending == "NOT":
+            excluded.append(term)
+        elif pending == "OR":
+            if not groups:
+                raise SearchError("OR needs a word on each side, e.g. 'steering OR probing'.")
+            groups[-1].append(term)
+        else:
+            groups.append([term])
+        pending = None
+    if pending is not None:
+        raise SearchError(f"The search ends with {pending}; add a word after it or remove it.")
+    if not groups:
+        if excluded:
+            raise SearchError("Add a word to search for; a search cannot only leave words out.")
+        raise SearchError("Type at least one word (letters or digits) to search for.")
+    terms = [t for g in groups for t in g] + excluded
+    if sum(len(t.words) for t in terms) > MAX_TERMS:
+        raise SearchError(f"Use at most {MAX_TERMS} words in a search.")
+    if any(len(w) > MAX_WORD_CHARS for t in terms for w in t.words):
+        raise SearchError(f"A word in the search is longer than {MAX_WORD_CHARS} characters.")
+    return Query(tuple(tuple(g) for g in groups), tuple(excluded))
+
+
+# ---------------------------------------------------------------- compiling
+
+
+def fts5_match(query: Query) -> str:
+    """An FTS5 MATCH expression built only from double-quoted tokens (words hold letters
+    and digits only, so nothing inside a quote can be FTS syntax)."""
+
+    def term(t: Term) -> str:
+        return f'"{" ".join(t.words)}"' if t.phrase else f'"{t.words[0]}"*'
+
+    positive = " AND ".join("(" + " OR ".join(term(t) for t in g) + ")" for g in query.groups)
+    if query.excluded:
+        return f"({positive}) NOT ({' OR '.join(term(t) for t in query.excluded)})"
+    return positive
+
+
+def pg_tsquery(query: Query) -> Any:
+    """A tsquery expression over bound parameters."""
+    from sqlalchemy import Text
+    from sqlalchemy.dialects.postgresql import TSQUERY
+
+    config = literal_column(f"'{PG_CONFIG}'::regconfig")
+
+    def term(t: Term) -> Any:
+        if t.phrase:
+            return func.phraseto_tsquery(config, literal(" ".join(t.words), Text),
+                                         type_=TSQUERY)
+        return func.to_tsquery(config, literal(t.words[0] + ":*", Text), type_=TSQUERY)
+
+    def any_of(terms: tuple[Term, ...]) -> Any:
+        expr = term(terms[0])
+        for t in terms[1:]:
+            expr = expr.op("||", return_type=TSQUERY)(term(t))
+        return expr.self_group()
+
+    expr = any_of(query.groups[0])
+    for group in query.groups[1:]:
+        expr = expr.op("&&", return_type=TSQUERY)(any_of(group))
+    if query.excluded:
+        expr = expr.op("&&", return_type=TSQUERY)(
+            func.tsquery_not(any_of(query.excluded), type_=TSQUERY))
+    return expr
+
+
+def _hit_queries(user: User, query: Query, extra: list[Any]) -> Any:
+    """(finding_id, reply_id, score) for every readable hit, as one UNION ALL."""
+    dialect = db.get_bind().dialect.name
+    allowed = access.finding_filter(user)
+    if dialect == "sqlite":
+        match = fts5_match(query)
+        fts_f = table("findings_fts", column("rowid", Integer))
+        fts_r = table("replies_fts", column("rowid", Integer))
+        f_match = literal_column("findings_fts").op("MATCH")(literal(match))
+        r_match = literal_column("replies_fts").op("MATCH")(literal(match))
+        f_score = -func.bm25(literal_column("findings_fts"), 10.0, 1.0, type_=Float)
+        r_score = -func.bm25(literal_column("replies_fts"), type_=Float) * REPLY_WEIGHT
+        finding_hits = (select(Finding.id.label("finding_id"), null().label("reply_id"),
+                               f_score.label("score"))
+                        .select_from(fts_f.join(Finding, Finding.id == fts_f.c.rowid))
+                        .where(f_match, allowed, *extra))
+        reply_hits = (select(Reply.finding_id, Reply.id, r_score)
+                      .select_from(fts_r.join(Reply, Reply.id == fts_r.c.rowid)
+                                   .join(Finding, Finding.id == Reply.finding_id))
+                      .where(r_match, Reply.hidden.is_(False), allowed, *extra))
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import TSVECTOR
+
+        tsq = pg_tsquery(query)
+        fts_f = table("findings_fts", column("finding_id", Integer), column("doc", TSVECTOR))
+        fts_r = table("replies_fts", column("reply_id", Integer),
+                      column("finding_id", Integer), column("doc", TSVECTOR))
+        finding_hits = (select(Finding.id.label("finding_id"), null().label("reply_id"),
+                               func.ts_rank(fts_f.c.doc, tsq, type_=Float).label("score"))
+                        .select_from(fts_f.join(Finding, Finding.id == fts_f.c.finding_id))
+                        .where(fts_f.c.doc.op("@@")(tsq), allowed, *extra))
+        # replies_fts holds only visible replies (its trigger drops hidden ones) and
+        # carries finding_id, so the replies table itself is not needed here
+        reply_hits = (select(fts_r.c.finding_id, fts_r.c.reply_id,
+                             func.ts_rank(fts_r.c.doc, tsq, type_=Float) * REPLY_WEIGHT)
+                      .select_from(fts_r.join(Finding, Finding.id == fts_r.c.finding_id))
+                      .where(fts_r.c.doc.op("@@")(tsq), allowed, *extra))
+    else:  # pragma: no cover
+        raise ServiceError(f"Search is not available on {dialect}.")
+    return union_all(finding_hits, reply_hits).subquery("hits")
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class SearchResult:
+    finding: Finding
+    score: float
+    title_html: Markup
+    snippet_html: Markup
+    source: str  # "finding" or "reply"
+    reply_id: int | None
+
+
+@dataclass
+class SearchPage:
+    query: Query
+    results: list[SearchResult]
+    page: int
+    per_page: int
+    total: int
+
+    @property
+    def items(self) -> list[SearchResult]:
+        return self.results
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+    @property
+    def has_prev(self) -> bool:
+        return self.page > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.page < self.pages
+
+    @property
+    def marking(self) -> Level | None:
+        return highest_level(r.finding.level for r in self.results)
+
+
+def search(user: User, raw: str | None, args: dict[str, str] | None = None, *,
+           category: Category | None = None, level: str | None = None) -> SearchPage:
+    """Ranked readable findings whose title/body or a visible reply match ``raw``."""
+    query = parse(raw)
+    page, per_page = page_args(args or {}, default_per_page=20)
+    extra: list[Any] = []
+    if category is not None:
+        extra.append(Finding.category_id == category.id)
+    if level is not None:
+        if not state.policy().is_level(level):
+            raise ServiceError(f"There is no level {level!r}.", code="unknown_level",
+                               field="level")
+        extra.append(Finding.level == level)
+    try:
+        tune_postgres(statement_timeout_ms=SEARCH_TIMEOUT_MS)
+        hits = _hit_queries(user, query, extra)
+        best = (select(hits.c.finding_id,
+                       func.max(hits.c.score).label("score"),
+                       func.max(case((hits.c.reply_id.is_(None), 1), else_=0)).label("direct"),
+                       func.max(hits.c.reply_id).label("reply_id"),
+                       func.count().over().label("total"))
+                .group_by(hits.c.finding_id)
+                .order_by(desc("score"), desc(hits.c.finding_id))
+                .limit(per_page).offset((page - 1) * per_page))
+        rows = db.execute(best).all()
+        if rows:
+            total = rows[0].total
+        else:
+            total = db.scalar(select(func.count(func.distinct(hits.c.finding_id)))) or 0
+    except DBAPIError as exc:
+        db.rollback()
+        if getattr(exc.orig, "sqlstate", None) == "57014":  # query_canceled: the timeout
+            raise SearchError("This search matches too much to rank in time; add more "
+                              "specific words.") from None
+        raise SearchError("This search could not be run; try simpler words.") from None
+    findings = {f.id: f for f in db.scalars(
+        select(Finding).options(*FINDING_LOAD)
+        .where(Finding.id.in_([r.finding_id for r in rows])))}
+    reply_ids = [r.reply_id for r in rows if not r.direct and r.reply_id is not None]
+    replies = {rid: body for rid, body in db.execute(
+        select(Reply.id, Reply.body).where(Reply.id.in_(reply_ids), Reply.hidden.is_(False)))
+    } if reply_ids else {}
+    terms = highlight_terms(query)
+    results = []
+    for row in rows:
+        finding = findings.get(row.finding_id)
+        if finding is None:  # deleted between the two statements
+            continue
+        reply_body = None if row.direct else replies.get(row.reply_id)
+        if reply_body is not None:
+            snippet, source, reply_id = make_snippet(reply_body, terms), "reply", row.reply_id
+        else:
+            snippet, source, reply_id = make_snippet(finding.body, terms), "finding", None
+        results.append(SearchResult(finding, float(row.score or 0),
+                                    highlight(finding.title, terms), snippet, source,
+                                    reply_id))
+    return SearchPage(query, results, page, per_page, total)
+
+
+# ---------------------------------------------------------------- snippets
+
+_SUFFIXES = ("ingly", "edly", "ing", "ies", "ed", "es", "s", "ly")
+_MD_NOISE = re.compile(r"```[^\n]*|~~~[^\n]*|^\s{0,3}(?:#{1,6}|>|[-*+]|\d+[.)])\s+|[*_`]{1,3}",
+                       re.MULTILINE)
+_MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+
+
+def _stem(word: str) -> str:
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def highlight_terms(query: Query) -> list[str]:
+    """Word stems to mark in snippets (the positive words; excluded ones never match)."""
+    stems = {_stem(w) for w in query.positive_words() if len(w) >= 2}
+    return sorted(stems, key=len, reverse=True)
+
+
+def _pattern(terms: list[str]) -> re.Pattern[str] | None:
+    if not terms:
+        return None
+    return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(t) for t in terms) + r")\w*",
+                      re.IGNORECASE)
+
+
+def _marked(text: str, pattern: re.Pattern[str] | None) -> Markup:
+    if pattern is None:
+        return escape(text)
+    parts: list[Markup] = []
+    pos = 0
+    for m in pattern.finditer(text):
+        parts.append(escape(text[pos:m.start()]))
+        parts.append(Markup("<mark>") + escape(m.group(0)) + Markup("</mark>"))
+        pos = m.end()
+    parts.append(escape(text[pos:]))
+    return Markup("").join(parts)
+
+
+def highlight(text: str, terms: list[str]) -> Markup:
+    return _marked(text, _pattern(terms))
+
+
+def plain_text(markdown: str) -> str:
+    text = _MD_LINK.sub(r"\1", markdown)
+    text = _MD_NOISE.sub(" ", text)
+    return " ".join(text.split())
+
+
+def make_snippet(text: str, terms: list[str], width: int = SNIPPET_CHARS) -> Markup:
+    """A window of ``text`` around the first match, escaped, matches in <mark>."""
+    plain = plain_text(text)
+    pattern = _pattern(terms)
+    first = pattern.search(plain) if pattern else None
+    start = max(0, first.start() - width // 4) if first else 0
+    if start > 0:
+        space = plain.rfind(" ", 0, start)
+        start = space + 1 if space != -1 else start
+    end = min(len(plain), start + width)
+    if end < len(plain):
+        space = plain.rfind(" ", start, end)
+        end = space if space > start else end
+    body = _marked(plain[start:end], pattern)
+    return (Markup("… ") if start > 0 else Markup("")) + body + \
+        (Markup(" …") if end < len(plain) else Markup(""))

@@ -1,0 +1,749 @@
+"""Findings: categories, posting, replies, edits with history, reading, moderation, lists.
+
+Every list goes through ``access.finding_filter``; every single read goes through
+``get_finding`` (``access.denial``). Validation happens before anything is written, so a
+refused request changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import re
+from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, func, literal, select, text, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import defaultload
+
+from app import access, audit, state
+from app.attachments import service as attachments
+from app.auth.models import User
+from app.db import db, utcnow
+from app.errors import Conflict, Forbidden, MfaRequired, NdaRequired, NotFound, ServiceError
+from app.findings.models import (
+    Category,
+    Finding,
+    FindingOrg,
+    FindingRead,
+    FindingRevision,
+    Reply,
+)
+from app.notifications import service as notify
+from app.orgs.models import Organization, OrgStatus
+from app.pagination import Page, page_args
+from app.policy import Level
+from app.rendering import render_markdown
+
+TITLE_MAX = 300
+CATEGORY_SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+REPLIES_PER_PAGE = 200
+AUDITED_ABOVE = "network"  # reading a finding ranked above this level is audit-logged
+
+
+# Organization.domains is eager (selectin) by default; no findings page shows domains,
+# so queries here skip those extra round trips.
+FINDING_LOAD = (
+    defaultload(Finding.author).defaultload(User.org).lazyload(Organization.domains),
+    defaultload(Finding.org).lazyload(Organization.domains),
+    defaultload(Finding.compartment).defaultload(FindingOrg.org).lazyload(Organization.domains),
+)
+
+# ---------------------------------------------------------------- helpers
+
+
+def _clean(text: str | None) -> str:
+    """Strip NUL characters (PostgreSQL text refuses them) and normalize newlines."""
+    return (text or "").replace("\x00", "").replace("\r\n", "\n")
+
+
+def _check_title(title: str | None) -> str:
+    title = " ".join(_clean(title).split())
+    if not title:
+        raise ServiceError("Give the finding a title.", code="empty_title", field="title")
+    if len(title) > TITLE_MAX:
+        raise ServiceError(f"A title has at most {TITLE_MAX} characters.", code="title_too_long",
+                           field="title")
+    return title
+
+
+def _check_body(body: str | None, name: str = "body") -> str:
+    body = _clean(body)
+    if not body.strip():
+        raise ServiceError("Write something in the body.", code="empty_body", field=name)
+    limit = state.settings().max_body_chars
+    if len(body) > limit:
+        raise ServiceError(f"The text has {len(body):,} characters; the maximum is {limit:,}.",
+                           code="body_too_long", field=name)
+    return body
+
+
+def is_moderator(user: User) -> bool:
+    return bool(user.is_admin) and access.in_good_standing(user)
+
+
+def _audited(level: str) -> bool:
+    policy = state.policy()
+    threshold = policy.rank(AUDITED_ABOVE) if policy.is_level(AUDITED_ABOVE) else 1
+    return policy.is_level(level) and policy.rank(level) > threshold
+
+
+def tune_postgres(*, statement_timeout_ms: int | None = None) -> None:
+    """For this transaction on PostgreSQL: no JIT (it costs more than it saves on these
+    short queries) and optionally a statement timeout. No-op on SQLite."""
+    if db.get_bind().dialect.name != "postgresql":
+        return
+    db.execute(text("SET LOCAL jit = off"))
+    if statement_timeout_ms:
+        db.execute(text(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}"))
+
+
+def highest_level(levels: Iterable[str]) -> Level | None:
+    """The page marking for content at ``levels`` (None when the page shows none)."""
+    keys = [k for k in levels if state.policy().is_level(k)]
+    return state.policy().highest(keys) if keys else None
+
+
+# ---------------------------------------------------------------- categories
+
+
+def list_categories() -> list[Category]:
+    return list(db.scalars(select(Category).order_by(Category.name)))
+
+
+def get_category(slug: str) -> Category:
+    category = db.scalar(select(Category).where(Category.slug == slug))
+    if category is None:
+        raise NotFound(f"No category {slug!r}.")
+    return category
+
+
+def category_for(slug: str | None) -> Category:
+    """The category named in a form or request; a clear error when missing or unknown."""
+    slug = (slug or "").strip()
+    if not slug:
+        raise ServiceError("Choose a category.", code="missing_category", field="category")
+    category = db.scalar(select(Category).where(Category.slug == slug))
+    if category is None:
+        raise ServiceError(f"There is no category {slug!r}.", code="unknown_category",
+                           field="category")
+    return category
+
+
+def _check_category_fields(name: str, description: str) -> tuple[str, str]:
+    name = " ".join(_clean(name).split())
+    if not 2 <= len(name) <= 120:
+        raise ServiceError("A category name has 2-120 characters.", field="name")
+    description = _clean(description).strip()
+    if len(description) > 2000:
+        raise ServiceError("A description has at most 2,000 characters.", field="description")
+    return name, description
+
+
+def create_category(actor: User, *, slug: str, name: str, description: str = "") -> Category:
+    if not is_moderator(actor):
+        raise Forbidden("Only administrators manage categories.")
+    slug = (slug or "").strip().lower()
+    if not CATEGORY_SLUG_RE.match(slug):
+        raise ServiceError("A slug is 1-64 lowercase letters, digits and '-'.", field="slug")
+    name, description = _check_category_fields(name, description)
+    if db.scalar(select(Category.id).where(Category.slug == slug)):
+        raise ServiceError(f"The slug {slug!r} is taken.", field="slug")
+    category = Category(slug=slug, name=name, description=description)
+    db.add(category)
+    db.flush()
+    audit.record("category_created", actor=actor, target_type="category", target_id=slug,
+                 name=name)
+    db.commit()
+    return category
+
+
+def rename_category(actor: User, category: Category, *, name: str,
+                    description: str | None = None) -> None:
+    if not is_moderator(actor):
+        raise Forbidden("Only administrators manage categories.")
+    name, new_description = _check_category_fields(
+        name, category.description if description is None else description)
+    if name == category.name and new_description == category.description:
+        return
+    old = category.name
+    category.name = name
+    category.description = new_description
+    audit.record("category_renamed", actor=actor, target_type="category",
+                 target_id=category.slug, old=old, new=name)
+    db.commit()
+
+
+# ---------------------------------------------------------------- levels and compartments
+
+
+def postable_levels(user: User) -> list[Level]:
+    """Levels the user may post at: readable ones, never the lowest (``public``)."""
+    policy = state.policy()
+    readable = access.readable_levels(user)
+    return [lv for lv in policy.levels if lv.key in readable and lv.rank > 0]
+
+
+def _check_level(user: User, level: str | None, *, field_name: str = "level") -> Level:
+    policy = state.policy()
+    level = (level or "").strip()
+    if not policy.is_level(level):
+        raise ServiceError(f"There is no level {level!r}; levels are "
+                           f"{', '.join(policy.level_keys())}.", code="unknown_level",
+                           field=field_name)
+    lv = policy.level(level)
+    if lv.rank == 0:
+        raise ServiceError(f"{lv.label} is only reached through a dual-use review; post at a "
+                           "restricted level and ask for publication.", code="level_public",
+                           field=field_name)
+    if level not in access.readable_levels(user):
+        raise ServiceError(f"You cannot post at {lv.label}: it is above what you may read "
+                           "(clearance, organization ceiling, NDAs or two-factor "
+                           "authentication).", code="level_above_clearance", field=field_name)
+    return lv
+
+
+def trusted_orgs() -> list[Organization]:
+    return list(db.scalars(select(Organization)
+                           .where(Organization.status == OrgStatus.TRUSTED.value)
+                           .order_by(Organization.name)))
+
+
+def _resolve_orgs(slugs: Sequence[str] | None, *,
+                  allowed_existing: AbstractSet[int] = frozenset()) -> set[int]:
+    """Organization ids for ``slugs``; each must exist and be trusted (or already named)."""
+    if slugs is None:
+        return set()
+    if not isinstance(slugs, list | tuple) or not all(isinstance(s, str) for s in slugs):
+        raise ServiceError("'orgs' is a list of organization slugs.", code="bad_field",
+                           field="orgs")
+    wanted = {s.strip().lower() for s in slugs if s.strip()}
+    if not wanted:
+        return set()
+    found = {o.slug: o for o in db.scalars(select(Organization)
+                                            .where(Organization.slug.in_(wanted)))}
+    ids: set[int] = set()
+    for slug in sorted(wanted):
+        org = found.get(slug)
+        if org is None:
+            raise ServiceError(f"There is no organization {slug!r}.", code="unknown_org",
+                               field="orgs")
+        if org.status != OrgStatus.TRUSTED.value and org.id not in allowed_existing:
+            raise ServiceError(f"{org.name} is not a trusted organization; a compartment "
+                               "names trusted organizations only.", code="untrusted_org",
+                               field="orgs")
+        ids.add(org.id)
+    return ids
+
+
+def _compartment_slugs(finding: Finding) -> str:
+    return " ".join(sorted(c.org.slug for c in finding.compartment)) if finding.compartmented \
+        else ""
+
+
+# ---------------------------------------------------------------- reading
+
+
+def get_finding(user: User, finding_id: int) -> Finding:
+    """The finding if ``user`` may read it; 404 otherwise (NDA/MFA only for the cleared)."""
+    finding = db.get(Finding, finding_id, options=FINDING_LOAD)
+    if finding is None:
+        raise NotFound()
+    why = access.denial(user, finding)
+    if why is access.Denial.NONE:
+        return finding
+    if why is access.Denial.NDA:
+        missing = access.missing_ndas(user, finding.level)
+        raise NdaRequired("Sign the agreement for this level to read it.", missing)
+    if why is access.Denial.MFA:
+        raise MfaRequired("Turn on two-factor authentication to read at this level.")
+    raise NotFound()
+
+
+def body_html(finding: Finding | Reply) -> str:
+    """The cached rendering (rendered on the fly for rows that predate the cache)."""
+    return finding.body_html or render_markdown(finding.body)
+
+
+def record_view(user: User, finding: Finding) -> None:
+    """A reader opened the finding: audit it above ``network``, mark it and its
+    notifications read. Call only after ``get_finding`` allowed the read."""
+    if _audited(finding.level):
+        audit.record("finding_read", actor=user, target_type="finding", target_id=finding.id,
+                     level=finding.level)
+    elif db.get_bind().dialect.name == "postgresql":
+        # only read markers in this commit: losing one in a crash is harmless, so do
+        # not wait for the WAL flush (an audited read above does wait)
+        db.execute(text("SET LOCAL synchronous_commit = off"))
+    _mark_read(user.id, finding.id)
+    notify.mark_read_for_finding(user, finding.id)
+    db.commit()
+
+
+def _mark_read(user_id: int, finding_id: int) -> None:
+    now = utcnow()
+    dialect = db.get_bind().dialect.name
+    values = {"user_id": user_id, "finding_id": finding_id, "last_read_at": now}
+    if dialect == "postgresql":
+        stmt = postgresql.insert(FindingRead).values(**values).on_conflict_do_update(
+            index_elements=["user_id", "finding_id"], set_={"last_read_at": now})
+        db.execute(stmt)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(FindingRead).values(**values).on_conflict_do_update(
+            index_elements=["user_id", "finding_id"], set_={"last_read_at": now})
+        db.execute(stmt)
+    else:  # pragma: no cover - only the two supported backends
+        row = db.get(FindingRead, (user_id, finding_id))
+        if row is None:
+            db.add(FindingRead(**values))
+        else:
+            row.last_read_at = now
+
+
+@dataclass(frozen=True)
+class ReplyView:
+    """A reply as pages and the API show it: plain values read with one joined query
+    (building ORM objects for a hundred replies and their authors costs several times
+    more than the query itself)."""
+
+    id: int
+    finding_id: int
+    body: str
+    cached_html: str
+    created_at: datetime
+    hidden: bool
+    hidden_reason: str
+    author_username: str
+    author_name: str
+    author_org: str
+
+    @property
+    def html(self) -> str:
+        return self.cached_html or render_markdown(self.body)
+
+
+_REPLY_VIEW_COLUMNS = (Reply.id, Reply.finding_id, Reply.body, Reply.body_html,
+                       Reply.created_at, Reply.hidden, Reply.hidden_reason, User.username,
+                       User.display_name, Organization.name)
+
+
+def _reply_views(query: Select[Any]) -> list[ReplyView]:
+    return [ReplyView(*row) for row in db.execute(query)]
+
+
+def reply_view(reply: Reply) -> ReplyView:
+    author = reply.author
+    return ReplyView(reply.id, reply.finding_id, reply.body, reply.body_html, reply.created_at,
+                     reply.hidden, reply.hidden_reason, author.username, author.display_name,
+                     author.org.name)
+
+
+def replies_page(user: User, finding: Finding, page: int = 1) -> Page:
+    """Replies of a readable finding, oldest first (they inherit its access)."""
+    page = max(1, page)
+    query = (select(*_REPLY_VIEW_COLUMNS)
+             .join(User, User.id == Reply.author_id)
+             .join(Organization, Organization.id == User.org_id)
+             .where(Reply.finding_id == finding.id)
+             .order_by(Reply.created_at, Reply.id)
+             .limit(REPLIES_PER_PAGE).offset((page - 1) * REPLIES_PER_PAGE))
+    return Page(_reply_views(query), page, REPLIES_PER_PAGE, finding.reply_count)
+
+
+def get_reply(user: User, reply_id: int) -> Reply:
+    reply = db.get(Reply, reply_id)
+    if reply is None:
+        raise NotFound()
+    get_finding(user, reply.finding_id)
+    return reply
+
+
+def can_edit(user: User, finding: Finding) -> bool:
+    return (user.id == finding.author_id or is_moderator(user)) and access.can_read(user, finding)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def create_finding(author: User, *, title: str | None, body: str | None,
+                   category: str | None, level: str | None,
+                   orgs: Sequence[str] | None = None) -> Finding:
+    """Post a finding. Validates everything first; the author's org is always in a
+    compartment, and a level whose policy requires a compartment always gets one."""
+    if not access.in_good_standing(author):
+        raise NotFound()
+    title = _check_title(title)
+    body = _check_body(body)
+    cat = category_for(category)
+    lv = _check_level(author, level)
+    org_ids = _resolve_orgs(orgs)
+    compartmented = bool(org_ids) or lv.requires_compartment
+    now = utcnow()
+    finding = Finding(title=title, body=body, body_html=render_markdown(body), level=lv.key,
+                      compartmented=compartmented, category_id=cat.id, author_id=author.id,
+                      org_id=author.org_id, created_at=now, updated_at=now)
+    if compartmented:
+        finding.compartment = [FindingOrg(org_id=i) for i in sorted(org_ids | {author.org_id})]
+    db.add(finding)
+    db.flush()
+    audit.record("finding_created", actor=author, target_type="finding", target_id=finding.id,
+                 level=lv.key, category=cat.slug, compartment=_compartment_slugs(finding))
+    _mark_read(author.id, finding.id)
+    notify.watch_finding(author, finding, commit=False)
+    pending = notify.on_new_finding(finding)
+    db.commit()
+    notify.deliver(pending)
+    return finding
+
+
+def edit_finding(actor: User, finding: Finding, *, title: str | None = None,
+                 body: str | None = None, level: str | None = None,
+                 orgs: Sequence[str] | None = None) -> bool:
+    """Edit title/body/level/compartment, keeping the old state as a revision.
+
+    Raising the level or narrowing the compartment is immediate; lowering the level or
+    widening the compartment is a declassification and is refused (it needs a review).
+    Returns False when nothing changed.
+    """
+    if not can_edit(actor, finding):
+        if access.can_read(actor, finding):
+            raise Forbidden("Only the author or an administrator can edit this finding.")
+        raise NotFound()
+    if finding.locked:
+        raise Conflict("This finding is locked by a moderator; it cannot be edited.",
+                       code="locked")
+    policy = state.policy()
+    new_title = _check_title(title) if title is not None else finding.title
+    new_body = _check_body(body) if body is not None else finding.body
+    new_level = finding.level
+    if level is not None and level != finding.level:
+        if not policy.is_level(level):
+            _check_level(actor, level)  # raises the unknown-level message
+        if policy.rank(level) < policy.rank(finding.level):
+            raise ServiceError(
+                f"Lowering the level from {policy.level(finding.level).label} to "
+                f"{policy.level(level).label} is a declassification: it needs a dual-use "
+                "review. Raising it is immediate.", code="needs_review", field="level")
+        new_level = _check_level(actor, level).key
+    lv = policy.level(new_level)
+
+    current_ids = finding.compartment_org_ids if finding.compartmented else set()
+    if orgs is not None:
+        named = _resolve_orgs(orgs, allowed_existing=current_ids)
+        # an empty list on a compartmented finding means "my organization only" (the
+        # narrowest); opening a compartment up to everyone would need a review anyway
+        keep_closed = bool(named) or lv.requires_compartment or bool(current_ids)
+        new_ids = named | {finding.org_id} if keep_closed else set()
+    else:
+        new_ids = set(current_ids)
+        if lv.requires_compartment and not new_ids:
+            new_ids = {finding.org_id}
+    if current_ids and (not new_ids or not new_ids <= current_ids):
+        raise ServiceError("Adding organizations to a compartment (or removing it) widens "
+                           "who can read the finding: it needs a dual-use review. Narrowing "
+                           "it is immediate.", code="needs_review", field="orgs")
+
+    changed = (new_title != finding.title or new_body != finding.body
+               or new_level != finding.level or new_ids != current_ids)
+    if not changed:
+        return False
+    old_body = finding.body
+    db.add(FindingRevision(finding_id=finding.id, editor_id=actor.id, created_at=utcnow(),
+                           old_title=finding.title, old_body=finding.body,
+                           old_level=finding.level, old_compartment=_compartment_slugs(finding)))
+    raised = new_level != finding.level
+    old_level = finding.level
+    finding.title = new_title
+    if new_body != finding.body:
+        finding.body = new_body
+        finding.body_html = render_markdown(new_body)
+    finding.level = new_level
+    if new_ids != current_ids:
+        keep = {c.org_id: c for c in finding.compartment}
+        finding.compartment = [keep.get(i) or FindingOrg(org_id=i) for i in sorted(new_ids)]
+        finding.compartmented = bool(new_ids)
+    finding.updated_at = utcnow()
+    db.flush()
+    audit.record("finding_edited", actor=actor, target_type="finding", target_id=finding.id,
+                 level=finding.level, compartment=_compartment_slugs(finding))
+    if raised:
+        audit.record("finding_level_raised", actor=actor, target_type="finding",
+                     target_id=finding.id, old=old_level, new=new_level)
+        attachments.rewrap_for_level(finding, new_level, actor=actor)
+    _mark_read(actor.id, finding.id)
+    pending = notify.on_edit(finding, actor, old_body)
+    db.commit()
+    notify.deliver(pending)
+    return True
+
+
+def add_reply(author: User, finding: Finding, body: str | None) -> Reply:
+    if not access.can_read(author, finding):
+        raise NotFound()
+    if finding.locked:
+        raise Conflict("This finding is locked by a moderator; it takes no more replies.",
+                       code="locked")
+    body = _check_body(body)
+    now = utcnow()
+    reply = Reply(finding_id=finding.id, author_id=author.id, body=body,
+                  body_html=render_markdown(body), created_at=now)
+    db.add(reply)
+    db.execute(update(Finding).where(Finding.id == finding.id)
+               .values(reply_count=Finding.reply_count + 1, last_reply_at=now))
+    db.flush()
+    db.refresh(finding, ["reply_count", "last_reply_at"])
+    _mark_read(author.id, finding.id)
+    notify.watch_finding(author, finding, commit=False)
+    pending = notify.on_reply(finding, reply)
+    db.commit()
+    notify.deliver(pending)
+    return reply
+
+
+# ---------------------------------------------------------------- moderation
+
+
+def _moderator(actor: User, finding: Finding) -> None:
+    if not access.can_read(actor, finding):
+        raise NotFound()
+    if not is_moderator(actor):
+        raise Forbidden("Only administrators moderate findings.")
+
+
+def set_locked(actor: User, finding: Finding, locked: bool) -> None:
+    _moderator(actor, finding)
+    if finding.locked == locked:
+        return
+    finding.locked = locked
+    audit.record("finding_locked" if locked else "finding_unlocked", actor=actor,
+                 target_type="finding", target_id=finding.id)
+    db.commit()
+
+
+def move_finding(actor: User, finding: Finding, category: str | None) -> None:
+    _moderator(actor, finding)
+    cat = category_for(category)
+    if cat.id == finding.category_id:
+        return
+    old = finding.category.slug if finding.category else ""
+    finding.category_id = cat.id
+    finding.category = cat
+    audit.record("finding_moved", actor=actor, target_type="finding", target_id=finding.id,
+                 old=old, new=cat.slug)
+    db.commit()
+
+
+def set_reply_hidden(actor: User, reply: Reply, hidden: bool, reason: str = "") -> None:
+    """Hide (or show again) a reply. It is kept; readers see that it was hidden."""
+    finding = db.get(Finding, reply.finding_id)
+    assert finding is not None
+    _moderator(actor, finding)
+    reason = " ".join(_clean(reason).split())
+    if hidden and not reason:
+        raise ServiceError("Say why the reply is hidden.", code="missing_reason",
+                           field="reason")
+    if len(reason) > 500:
+        raise ServiceError("A reason has at most 500 characters.", field="reason")
+    if reply.hidden == hidden:
+        return
+    reply.hidden = hidden
+    reply.hidden_at = utcnow() if hidden else None
+    reply.hidden_by_id = actor.id if hidden else None
+    reply.hidden_reason = reason if hidden else ""
+    audit.record("reply_hidden" if hidden else "reply_unhidden", actor=actor,
+                 target_type="reply", target_id=reply.id, finding=finding.id, reason=reason)
+    db.commit()
+
+
+# ---------------------------------------------------------------- history
+
+
+@dataclass
+class DiffLine:
+    kind: str  # "add", "del", "ctx", "hunk"
+    text: str
+
+
+@dataclass
+class Version:
+    title: str
+    body: str
+    level: str
+    compartment: str
+
+
+@dataclass
+class HistoryEntry:
+    revision: FindingRevision
+    before: Version
+    after: Version
+    diff: list[DiffLine] = field(default_factory=list)
+
+    @property
+    def title_changed(self) -> bool:
+        return self.before.title != self.after.title
+
+    @property
+    def level_changed(self) -> bool:
+        return self.before.level != self.after.level
+
+    @property
+    def compartment_changed(self) -> bool:
+        return self.before.compartment != self.after.compartment
+
+
+def _diff(before: str, after: str) -> list[DiffLine]:
+    lines: list[DiffLine] = []
+    for raw in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=3):
+        if raw.startswith(("---", "+++")):
+            continue
+        if raw.startswith("@@"):
+            lines.append(DiffLine("hunk", raw))
+        elif raw.startswith("+"):
+            lines.append(DiffLine("add", raw[1:]))
+        elif raw.startswith("-"):
+            lines.append(DiffLine("del", raw[1:]))
+        else:
+            lines.append(DiffLine("ctx", raw[1:]))
+    return lines
+
+
+def revision_count(finding: Finding) -> int:
+    if finding.updated_at == finding.created_at:  # every edit moves updated_at
+        return 0
+    return db.scalar(select(func.count()).select_from(FindingRevision)
+                     .where(FindingRevision.finding_id == finding.id)) or 0
+
+
+def history(finding: Finding) -> list[HistoryEntry]:
+    """Every edit, newest first, with a diff of the body it changed.
+
+    Only readers of the finding see this; since levels only go up and compartments only
+    narrow without a review, no old version is more restricted than the current one.
+    """
+    revisions = list(db.scalars(select(FindingRevision)
+                                .where(FindingRevision.finding_id == finding.id)
+                                .order_by(FindingRevision.created_at, FindingRevision.id)))
+    current = Version(finding.title, finding.body, finding.level, _compartment_slugs(finding))
+    entries: list[HistoryEntry] = []
+    for i, rev in enumerate(revisions):
+        before = Version(rev.old_title, rev.old_body, rev.old_level, rev.old_compartment)
+        if i + 1 < len(revisions):
+            nxt = revisions[i + 1]
+            after = Version(nxt.old_title, nxt.old_body, nxt.old_level, nxt.old_compartment)
+        else:
+            after = current
+        entries.append(HistoryEntry(rev, before, after, _diff(before.body, after.body)))
+    entries.reverse()
+    return entries
+
+
+# ---------------------------------------------------------------- lists
+
+
+@dataclass
+class FindingList:
+    """One page of a keyset-paginated list (newest first)."""
+
+    items: list[Finding]
+    newer: str | None
+    older: str | None
+    unread: set[int]
+
+    @property
+    def marking(self) -> Level | None:
+        return highest_level(f.level for f in self.items)
+
+
+def encode_cursor(finding: Finding) -> str:
+    micros = int(finding.created_at.timestamp() * 1_000_000)
+    return base64.urlsafe_b64encode(f"{micros}.{finding.id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        micros, ident = raw.split(".")
+        when = datetime.fromtimestamp(int(micros) / 1_000_000, tz=UTC)
+        return when, int(ident)
+    except (ValueError, UnicodeDecodeError, OverflowError, OSError):
+        raise ServiceError("That page link is broken; start from the first page.",
+                           code="bad_cursor") from None
+
+
+def _scope(user: User, *, category: Category | None = None, level: str | None = None
+           ) -> Select[tuple[Finding]]:
+    query = access.visible_findings(user).options(*FINDING_LOAD)
+    if category is not None:
+        query = query.where(Finding.category_id == category.id)
+    if level is not None:
+        if not state.policy().is_level(level):
+            raise ServiceError(f"There is no level {level!r}.", code="unknown_level",
+                               field="level")
+        query = query.where(Finding.level == level)
+    return query
+
+
+def list_findings(user: User, *, category: Category | None = None, level: str | None = None,
+                  before: str | None = None, after: str | None = None,
+                  per_page: int = 25) -> FindingList:
+    """Readable findings newest first, keyset-paginated on (created_at, id): deep pages
+    cost the same as the first one."""
+    query = _scope(user, category=category, level=level)
+    key = tuple_(Finding.created_at, Finding.id)
+    if after:
+        when, ident = decode_cursor(after)
+        rows = list(db.scalars(query.where(key > tuple_(_dt(when), ident))
+                               .order_by(Finding.created_at, Finding.id).limit(per_page + 1)))
+        more_newer = len(rows) > per_page
+        items = list(reversed(rows[:per_page]))
+        newer = encode_cursor(items[0]) if more_newer and items else None
+        older = encode_cursor(items[-1]) if items else None
+    else:
+        if before:
+            when, ident = decode_cursor(before)
+            query = query.where(key < tuple_(_dt(when), ident))
+        rows = list(db.scalars(query.order_by(Finding.created_at.desc(), Finding.id.desc())
+                               .limit(per_page + 1)))
+        items = rows[:per_page]
+        older = encode_cursor(items[-1]) if len(rows) > per_page else None
+        newer = encode_cursor(items[0]) if before and items else None
+    return FindingList(items, newer, older, unread_ids(user, items))
+
+
+def _dt(when: datetime) -> ColumnElement[datetime]:
+    return literal(when, Finding.created_at.type)
+
+
+def page_findings(user: User, args: dict[str, str] | None = None, *,
+                  category: Category | None = None, level: str | None = None) -> Page:
+    """Offset pagination with a total, for the API (``?page=&per_page=``)."""
+    page, per_page = page_args(args or {})
+    query = _scope(user, category=category, level=level)
+    tune_postgres()
+    total = db.scalar(select(func.count()).select_from(
+        query.with_only_columns(Finding.id).order_by(None).subquery())) or 0
+    items = list(db.scalars(query.order_by(Finding.created_at.desc(), Finding.id.desc())
+                            .limit(per_page).offset((page - 1) * per_page)))
+    return Page(items, page, per_page, total)
+
+
+def unread_ids(user: User, findings: Sequence[Finding]) -> set[int]:
+    """Findings with activity (edit or reply) since the user last opened them."""
+    if not findings:
+        return set()
+    ids = [f.id for f in findings]
+    reads = {fid: when for fid, when in db.execute(
+        select(FindingRead.finding_id, FindingRead.last_read_at)
+        .where(FindingRead.user_id == user.id, FindingRead.finding_id.in_(ids)))}
+    return {f.id for f in findings
+            if f.id not in reads or reads[f.id] < f.last_activity_at}
+
+
+def latest_for_home(user: User, limit: int = 10) -> FindingList:
+    return list_findings(user, per_page=limit)
+

@@ -1,0 +1,1 @@
+"""Watches, @mentions, the in-app notification list and e-mail delivery."""

@@ -1,0 +1,133 @@
+"""E-mail for notifications: SMTP when ENCLAVE_SMTP_URL is set, otherwise ``.eml`` files
+in ``<instance>/outbox/`` that a developer can open.
+
+An e-mail leaves the two-factor boundary (mailboxes, relays, phones), so it carries
+finding text (title and a short excerpt) only for levels that do not require two-factor
+authentication; for higher levels it says what happened, the level and the link.
+``ENCLAVE_SMTP_URL`` looks like ``smtp://user:pass@host:25``, ``smtp+starttls://host:587``
+or ``smtps://host:465``, with an optional ``?from=enclave@example.org``.
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import ssl
+import tempfile
+from email.message import EmailMessage
+from email.utils import formataddr, make_msgid
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from app import access, state
+from app.auth.models import User
+from app.db import db, utcnow
+from app.findings.models import Finding
+from app.notifications.models import Notification
+from app.notifications.service import KIND_MENTION, KIND_NEW_FINDING, KIND_REPLY, describe
+
+EXCERPT_CHARS = 300
+_DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
+
+
+def text_allowed(level: str) -> bool:
+    """Finding text may go into an e-mail only below the levels that require 2FA."""
+    return not state.policy().level(level).mfa
+
+
+def _excerpt(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= EXCERPT_CHARS else flat[:EXCERPT_CHARS].rsplit(" ", 1)[0] + " …"
+
+
+def _from_address(query: dict[str, list[str]]) -> str:
+    if query.get("from"):
+        return query["from"][0]
+    host = urlsplit(state.settings().base_url).hostname or "localhost"
+    return formataddr(("Enclave", f"no-reply@{host}"))
+
+
+def build_message(note: Notification, recipient: User, finding: Finding) -> EmailMessage:
+    settings = state.settings()
+    level = state.policy().level(finding.level)
+    what = describe(note, finding)
+    link = f"{settings.base_url.rstrip('/')}/findings/{finding.id}"
+    if note.reply_id:
+        link += f"#reply-{note.reply_id}"
+    why = {KIND_REPLY: "you watch this finding",
+           KIND_MENTION: "you were mentioned",
+           KIND_NEW_FINDING: "you watch this category"}.get(note.kind, "of your settings")
+    lines = [f"{what} on Enclave.", "", f"Finding #{finding.id} · level: {level.label}"]
+    if text_allowed(finding.level):
+        subject = f"[Enclave] {what}: {finding.title}"
+        lines += [f"Title: {finding.title}", ""]
+        source = note.reply.body if note.reply is not None and not note.reply.hidden \
+            else finding.body
+        lines += [_excerpt(source), ""]
+    else:
+        subject = f"[Enclave] {what} (finding #{finding.id}, {level.label})"
+        lines += ["", f"{level.label} content is not sent by e-mail. Sign in to read it.", ""]
+    lines += [f"Open it: {link}", "", f"You get this e-mail because {why}."]
+    msg = EmailMessage()
+    query = parse_qs(urlsplit(settings.smtp_url or "").query)
+    msg["From"] = _from_address(query)
+    msg["To"] = formataddr((recipient.display_name, recipient.email))
+    msg["Subject"] = subject.replace("\n", " ")
+    msg["Message-ID"] = make_msgid(domain="enclave.invalid")
+    msg["X-Enclave-Notification"] = str(note.id)
+    msg.set_content("\n".join(lines))
+    return msg
+
+
+def send(note: Notification) -> bool:
+    """Deliver one notification; False when the recipient can no longer read it."""
+    recipient = db.get(User, note.user_id)
+    finding = db.get(Finding, note.finding_id)
+    if recipient is None or finding is None or not access.can_read(recipient, finding):
+        return False
+    msg = build_message(note, recipient, finding)
+    settings = state.settings()
+    if settings.smtp_url:
+        _send_smtp(settings.smtp_url, msg)
+    else:
+        write_outbox(settings.instance_path / "outbox", msg, note)
+    return True
+
+
+def _send_smtp(url: str, msg: EmailMessage) -> None:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"ENCLAVE_SMTP_URL scheme must be smtp, smtp+starttls or smtps, "
+                         f"got {scheme!r}")
+    host = parts.hostname or "localhost"
+    port = parts.port or _DEFAULT_PORTS[scheme]
+    context = ssl.create_default_context()
+    server: smtplib.SMTP
+    if scheme == "smtps":
+        server = smtplib.SMTP_SSL(host, port, timeout=10, context=context)
+    else:
+        server = smtplib.SMTP(host, port, timeout=10)
+    with server:
+        if scheme == "smtp+starttls":
+            server.starttls(context=context)
+        if parts.username:
+            server.login(unquote(parts.username), unquote(parts.password or ""))
+        server.send_message(msg)
+
+
+def write_outbox(folder: Path, msg: EmailMessage, note: Notification) -> Path:
+    """Write the message atomically as ``<time>-<id>.eml`` (readable by the owner only)."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    name = f"{utcnow():%Y%m%dT%H%M%S%f}-{note.id}-{note.kind}.eml"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".eml")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(msg.as_bytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, folder / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return folder / name

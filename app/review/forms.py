@@ -1,0 +1,93 @@
+"""Forms of the review pages (CSRF through flask-wtf)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_wtf import FlaskForm
+from wtforms import (
+    IntegerField,
+    RadioField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+    widgets,
+)
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import InputRequired, Length, Optional
+
+from app.policy import ReviewPolicy
+
+
+class MultiCheckboxField(SelectMultipleField):
+    widget = widgets.ListWidget(prefix_label=False)
+    option_widget = widgets.CheckboxInput()
+
+
+class FlagForm(FlaskForm):
+    reason = TextAreaField("Why is this a dual-use concern?",
+                           validators=[InputRequired(), Length(max=5000)])
+    suggested_level = SelectField("Suggested level", choices=[])
+
+
+class PublicationForm(FlaskForm):
+    public_title = StringField("Public title", validators=[InputRequired(), Length(max=300)])
+    public_body = TextAreaField("Public text (Markdown)", validators=[InputRequired()])
+    attachments = MultiCheckboxField("Files to publish", choices=[], validate_choice=False)
+    embargo_until = StringField("Earliest release (optional)", validators=[Optional()],
+                                render_kw={"type": "datetime-local"})
+    embargo_tz = SelectField("Time zone of the embargo", choices=[], default="UTC",
+                             validate_choice=False)
+    note = TextAreaField("Note to the reviewers (not published)",
+                         validators=[Optional(), Length(max=5000)])
+
+
+class DeclassifyForm(FlaskForm):
+    target_level = SelectField("New level", choices=[])
+    note = TextAreaField("Why can it be read more widely?",
+                         validators=[InputRequired(), Length(max=5000)])
+
+
+class CommentForm(FlaskForm):
+    body = TextAreaField("Comment (Markdown)", validators=[InputRequired(), Length(max=20000)])
+
+
+class ReasonForm(FlaskForm):
+    reason = TextAreaField("Reason", validators=[Optional(), Length(max=5000)])
+
+
+class ResolveFlagForm(FlaskForm):
+    outcome = RadioField("Outcome", choices=[])
+    level = SelectField("Raise to", choices=[], validate_choice=False)
+    note = TextAreaField("Note (required to dismiss or to ask for a redaction)",
+                         validators=[Optional(), Length(max=5000)])
+
+
+class AffiliationForm(FlaskForm):
+    org_a = SelectField("Organization", choices=[])
+    org_b = SelectField("is affiliated with", choices=[])
+    note = StringField("Note", validators=[Optional(), Length(max=300)])
+
+
+def review_form_class(policy: ReviewPolicy) -> type[FlaskForm]:
+    """A review form with one score field per rubric question of the policy."""
+
+    class ReviewForm(FlaskForm):
+        decision = RadioField("Decision", choices=[
+            SelectChoice("approve", "Approve"), SelectChoice("changes", "Ask for changes"),
+            SelectChoice("reject", "Reject")], validators=[InputRequired()])
+        risk = RadioField("Dual-use risk", choices=[SelectChoice(r) for r in policy.risks],
+                          validators=[InputRequired()])
+        comment = TextAreaField("Comment", validators=[Optional(), Length(max=20000)])
+
+    for item in policy.rubric:
+        setattr(ReviewForm, f"score_{item.key}", IntegerField(
+            item.question, validators=[InputRequired()],
+            render_kw={"min": item.min, "max": item.max, "type": "number"},
+            description=f"{item.min}–{item.max}. {item.help}"))
+    return ReviewForm
+
+
+def scores_from(form: Any, policy: ReviewPolicy) -> dict[str, Any]:
+    return {item.key: getattr(form, f"score_{item.key}").data for item in policy.rubric}

@@ -1,0 +1,66 @@
+"""Demo content for the review queue (``enclave seed-demo``): a publication request in
+progress, with one approval of the two needed, and an open dual-use flag."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from app.auth.service import get_user_by_email
+from app.db import db
+from app.findings import service as findings
+from app.findings.models import Category
+from app.notifications import service as notify
+from app.review import flags, service
+
+INTERNAL = """We found that ablating heads 4.2 and 4.7 together removes in-context copying in
+our 1.3B model. Exact recipe: patch the OV circuit with the mean activation over the
+first 2,048 tokens of the held-out set, then scale by 0.37.
+"""
+PUBLIC = """Two attention heads in layer 4 carry most of the in-context copying behaviour of a
+mid-sized language model: ablating them together removes it. We share the observation
+so that other teams can check their own models; the ablation recipe stays inside Enclave.
+"""
+
+
+def _user(email: str) -> Any:
+    user = get_user_by_email(email)
+    if user is None:
+        raise LookupError(f"seed user {email} missing")
+    return user
+
+
+def seed_review(data: dict[str, Any]) -> None:
+    """Needs the demo users of seeds/demo.toml (carol, rita, mia, admin)."""
+    admin = _user("admin@northlight.example")
+    carol = _user("carol@northlight.example")
+    rita = _user("rita@meridian.example")
+    mia = _user("mia@opencircuits.example")
+    category = db.scalar(select(Category).order_by(Category.id).limit(1))
+    if category is None:
+        category = findings.create_category(admin, slug="circuits", name="Circuits",
+                                            description="Circuits and mechanisms.")
+    with notify.suppress_email():
+        secret = findings.create_finding(
+            carol, title="Copying heads in layer 4 (with the ablation recipe)", body=INTERNAL,
+            category=category.slug, level="restricted")
+        req = service.create_publication(
+            carol, secret.id, public_title="Two heads carry in-context copying",
+            public_body=PUBLIC, note="The recipe is left out on purpose.")
+        scores = {key: 1 for key in _rubric_keys()}
+        service.add_review(rita, req, decision="approve", risk="low", scores=scores,
+                           comment="The public text gives no recipe. Fine to publish.")
+        open_finding = findings.create_finding(
+            carol, title="Steering vectors transfer across model sizes",
+            body="Vectors found on the small model work on the large one after a linear map.",
+            category=category.slug, level="network")
+        flags.create_flag(mia, open_finding.id,
+                          reason="The linear map is enough to reproduce the steering attack.",
+                          suggested_level="restricted")
+
+
+def _rubric_keys() -> list[str]:
+    from app import state
+
+    return state.policy().review.rubric_keys()

@@ -1,0 +1,296 @@
+"""Interrupted uploads (client gone, body error, server killed) leave no row and nothing
+that `enclave storage gc` does not sweep."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from app import state
+from app.attachments import service
+from app.attachments.models import Attachment
+from app.cli import enclave
+from app.db import db
+from app.errors import ServiceError
+from tests import attachments_world
+from tests.attachments_world import (
+    ServerThread,
+    attach,
+    blob_files,
+    blob_path,
+    build_world,
+    payload,
+    temp_files,
+)
+
+att_app = attachments_world.att_app  # fixtures
+att_client = attachments_world.att_client
+
+REPO = Path(__file__).resolve().parent.parent
+MiB = 1024 * 1024
+
+
+def _no_rows() -> bool:
+    db.rollback()
+    return db.scalars(select(Attachment)).all() == []
+
+
+def _wait_for(condition, what: str, seconds: float = 30) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _send_partial_upload(port: int, token_header: str, finding_id: int, declared: int,
+                         sent: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    head = (f"POST /api/v1/findings/{finding_id}/attachments?filename=part.bin HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{port}\r\nAuthorization: {token_header}\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {declared}\r\n\r\n")
+    sock.sendall(head.encode())
+    sock.sendall(payload(sent))
+    return sock
+
+
+def test_body_error_mid_upload_leaves_nothing(att_app):
+    w = build_world()
+
+    class Broken(io.RawIOBase):
+        def __init__(self) -> None:
+            self.sent = 0
+
+        def read(self, size: int = -1) -> bytes:
+            if self.sent >= 3 * MiB:
+                raise ConnectionResetError("peer went away")
+            self.sent += MiB
+            return b"\x00" * MiB
+
+    with pytest.raises(ServiceError) as exc:
+        service.upload(w.author, w.finding.id, filename="x.bin", stream=Broken(),
+                       content_length=None)
+    assert exc.value.code == "upload_interrupted"
+    assert _no_rows() and temp_files() == [] and blob_files() == []
+
+
+def test_client_disconnect_mid_upload_real_server(att_app, api_token):
+    w = build_world()
+    token = api_token(w.author)["Authorization"]
+    with ServerThread(att_app) as server:
+        sock = _send_partial_upload(server.port, token, w.finding.id, 10 * MiB, 3 * MiB)
+        _wait_for(lambda: temp_files(), "the upload to start")
+        sock.close()  # the client goes away with 7 MiB still to send
+        _wait_for(lambda: not temp_files(), "the server to discard the partial upload")
+    assert _no_rows() and blob_files() == []
+
+
+def _serve_in_subprocess(app, tmp_path: Path) -> tuple[subprocess.Popen[str], int]:  # type: ignore[no-untyped-def]
+    settings = app.extensions["enclave.settings"]
+    env = {**os.environ, "ENCLAVE_ENV": "test", "ENCLAVE_DATABASE_URL": settings.database_url,
+           "ENCLAVE_INSTANCE_PATH": str(settings.instance_path),
+           "ENCLAVE_KEYRING": str(settings.keyring_path),
+           "ENCLAVE_SECRET_KEY": settings.secret_key}
+    code = ("from app import create_app\n"
+            "from werkzeug.serving import make_server\n"
+            "server = make_server('127.0.0.1', 0, create_app(), threaded=True)\n"
+            "print(server.server_port, flush=True)\n"
+            "server.serve_forever()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    return proc, port
+
+
+def test_server_killed_mid_upload_then_gc(att_app, api_token, tmp_path):
+    w = build_world()
+    token = api_token(w.author)["Authorization"]
+    proc, port = _serve_in_subprocess(att_app, tmp_path)
+    try:
+        sock = _send_partial_upload(port, token, w.finding.id, 10 * MiB, 4 * MiB)
+        _wait_for(lambda: temp_files() and temp_files()[0].stat().st_size > MiB,
+                  "encrypted bytes in the temp file")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        sock.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    leftovers = temp_files()
+    assert len(leftovers) == 1 and leftovers[0].name.endswith(".part")
+    assert payload(4096) not in leftovers[0].read_bytes()  # ciphertext only, even in temp
+    assert _no_rows() and blob_files() == []  # no row points to a partial blob
+
+    runner = att_app.test_cli_runner()
+    young = runner.invoke(enclave, ["storage", "gc"])  # 24 h default: an upload in flight
+    assert young.exit_code == 0, young.output
+    assert "removed 0 unreferenced blob(s) and 0 temp file(s)" in young.output
+    dry = runner.invoke(enclave, ["storage", "gc", "--min-age-hours", "0", "--dry-run"])
+    assert "would remove 0 unreferenced blob(s) and 1 temp file(s)" in dry.output
+    assert temp_files() == leftovers
+    swept = runner.invoke(enclave, ["storage", "gc", "--min-age-hours", "0"])
+    assert swept.exit_code == 0, swept.output
+    assert "removed 0 unreferenced blob(s) and 1 temp file(s)" in swept.output
+    assert temp_files() == []
+
+
+def test_gc_removes_unreferenced_and_shredded_blobs_only(att_app):
+    w = build_world()
+    kept = attach(w.author, w.finding, b"still here")
+    shredded = attach(w.author, w.finding, b"key destroyed, blob removal failed")
+    # Crash between shredding and removing the blob: the key is gone, the blob is not.
+    db.execute(update(Attachment).where(Attachment.id == shredded.id)
+               .values(wrapped_key=None))
+    db.commit()
+    # Crash between committing a blob and inserting its row.
+    with state.blobs().open_writer("ab" * 16) as writer:
+        writer.write(b"orphan ciphertext")
+        writer.commit()
+    assert len(blob_files()) == 3
+
+    report = service.gc_blobs(min_age_seconds=3600)
+    assert report.deleted_blobs == [] and report.skipped_recent == 2
+    report = service.gc_blobs(min_age_seconds=0)
+    assert sorted(report.deleted_blobs) == sorted(["ab" * 16, shredded.blob_id])
+    assert report.kept_referenced == 1
+    assert blob_files() == [blob_path(kept)]
+
+
+def test_write_behind_reports_a_failing_disk(att_app):
+    from app.attachments.pipeline import WriteBehind
+
+    written: list[bytes] = []
+
+    def write(data: bytes) -> None:
+        if len(written) == 2:
+            raise OSError(28, "No space left on device")
+        written.append(data)
+
+    with WriteBehind(write, depth=2) as out, pytest.raises(OSError, match="No space"):
+        for i in range(50):
+            out.write(bytes([i]) * 10)
+        out.finish()
+    assert written == [b"\x00" * 10, b"\x01" * 10]
+
+
+def test_read_ahead_passes_errors_and_stops_when_closed():
+    from app.attachments.pipeline import read_ahead
+
+    def numbers():  # type: ignore[no-untyped-def]
+        yield 1
+        yield 2
+        raise ValueError("bad chunk")
+
+    got = []
+    with pytest.raises(ValueError, match="bad chunk"):
+        for n in read_ahead(numbers()):
+            got.append(n)
+    assert got == [1, 2]
+
+    closed = []
+
+    def endless():  # type: ignore[no-untyped-def]
+        try:
+            n = 0
+            while True:
+                n += 1
+                yield n
+        finally:
+            closed.append(True)
+
+    it = read_ahead(endless(), depth=2)
+    assert [next(it), next(it), next(it)] == [1, 2, 3]
+    it.close()  # type: ignore[attr-defined]
+    assert closed == [True]
+    assert not [t for t in threading.enumerate() if t.name == "attachment-read-ahead"]
+
+
+def test_client_leaving_mid_download_releases_the_server_side(att_app, api_token):
+    w = build_world()
+    att = attach(w.author, w.finding, payload(6 * MiB))
+    with ServerThread(att_app) as server:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        token = api_token(w.reader)["Authorization"]
+        sock.sendall(f"GET /api/v1/attachments/{att.id} HTTP/1.1\r\nHost: x\r\n"
+                     f"Authorization: {token}\r\n\r\n".encode())
+        sock.recv(MiB)
+        sock.close()
+        _wait_for(lambda: not [t for t in threading.enumerate()
+                               if t.name == "attachment-read-ahead"],
+                  "the read-ahead thread to stop")
+
+
+def test_body_shorter_than_content_length_is_not_stored(att_app):
+    """Some servers (gunicorn) end the body quietly when the client leaves early."""
+    w = build_world()
+    with pytest.raises(ServiceError) as exc:
+        service.upload(w.author, w.finding.id, filename="short.bin",
+                       stream=io.BytesIO(payload(3 * MiB)), content_length=5 * MiB)
+    assert exc.value.code == "upload_interrupted"
+    assert _no_rows() and temp_files() == [] and blob_files() == []
+
+
+def test_client_disconnect_mid_upload_under_gunicorn(att_app, api_token, tmp_path):
+    """gunicorn ends a body quietly when the client leaves: still no row, no blob."""
+    settings = att_app.extensions["enclave.settings"]
+    w = build_world()
+    token = api_token(w.author)["Authorization"]
+    port = _free_port()
+    env = {**os.environ, "ENCLAVE_ENV": "test", "ENCLAVE_DATABASE_URL": settings.database_url,
+           "ENCLAVE_INSTANCE_PATH": str(settings.instance_path),
+           "ENCLAVE_KEYRING": str(settings.keyring_path),
+           "ENCLAVE_SECRET_KEY": settings.secret_key,
+           "ENCLAVE_GUNICORN_BIND": f"127.0.0.1:{port}", "ENCLAVE_GUNICORN_WORKERS": "1",
+           "ENCLAVE_GUNICORN_ACCESS_LOG": "/dev/null"}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c",
+                             "gunicorn.conf.py", "wsgi:app"], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: _accepts(port), "gunicorn to listen")
+        sock = _send_partial_upload(port, token, w.finding.id, 10 * MiB, 3 * MiB)
+        _wait_for(lambda: temp_files(), "the upload to start")
+        sock.close()
+        _wait_for(lambda: not temp_files(), "the partial upload to be discarded")
+        # A complete upload through the same server works.
+        data = payload(2 * MiB + 5)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.sendall((f"POST /api/v1/findings/{w.finding.id}/attachments?filename=ok.bin "
+                      f"HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\nContent-Length: "
+                      f"{len(data)}\r\nConnection: close\r\n\r\n").encode() + data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 201")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    db.rollback()
+    assert [a.size for a in db.scalars(select(Attachment))] == [2 * MiB + 5]
+    assert temp_files() == [] and len(blob_files()) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False

@@ -56,7 +56,6 @@ def _pending_key() -> str:
 
 def _start_session(user: Any, method: str) -> None:
     """Fresh session (no fixation): clear everything, then sign in."""
-    next_url = session.get("next")
     session.clear()
     rotate_session(session)
     login_user(user)
@@ -64,8 +63,6 @@ def _start_session(user: Any, method: str) -> None:
     session["login_at"] = now
     session["seen_at"] = now
     service.complete_login(user, method=method)
-    if next_url:
-        session["after_login"] = next_url
 
 
 def _stay_signed_in() -> None:

@@ -437,7 +437,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
 
-    workdir = Path(tempfile.mkdtemp(prefix="enclave-bench-", dir=args.workdir))
+    workdir = Path(tempfile.mkdtemp(prefix="enclave-attachments-bench-", dir=args.workdir))
     instance = workdir / "instance"
     env = {**os.environ, "ENCLAVE_ENV": "development",
            "ENCLAVE_INSTANCE_PATH": str(instance),

@@ -232,3 +232,34 @@ def test_sha256_is_sealed_not_stored_plainly(att_app):
     row = reload(att)
     assert digest not in row.sha256_sealed and digest.hex().encode() not in row.sha256_sealed
     assert service.sha256_of(row) == digest.hex()
+
+
+def test_level_raised_while_a_file_streams_in(att_app, att_client, api_token):
+    """Another request raises the level mid-upload: the new key ends up under the new
+    level's KEK all the same."""
+    import io
+
+    from sqlalchemy import update
+
+    from app.db import SessionFactory
+    from app.findings.models import Finding
+
+    w = build_world()
+    finding_id = w.finding.id
+
+    class Body(io.BytesIO):
+        def read(self, size=-1):  # type: ignore[no-untyped-def]
+            if self.tell() == 1024 * 1024:
+                with SessionFactory() as other:
+                    other.execute(update(Finding).where(Finding.id == finding_id)
+                                  .values(level="restricted"))
+                    other.commit()
+            return super().read(size)
+
+    data = payload(3 * 1024 * 1024)
+    att = service.upload(w.author, finding_id, filename="moving.bin", stream=Body(data),
+                         content_length=len(data))
+    row = reload(att)
+    assert (row.kek_level, row.kek_version) == ("restricted", 1)
+    assert att_client.get(f"/api/v1/attachments/{att.id}",
+                          headers=api_token(w.reader)).data == data

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -185,51 +184,33 @@ def test_write_behind_reports_a_failing_disk(att_app):
     assert written == [b"\x00" * 10, b"\x01" * 10]
 
 
-def test_read_ahead_passes_errors_and_stops_when_closed():
-    from app.attachments.pipeline import read_ahead
-
-    def numbers():  # type: ignore[no-untyped-def]
-        yield 1
-        yield 2
-        raise ValueError("bad chunk")
-
-    got = []
-    with pytest.raises(ValueError, match="bad chunk"):
-        for n in read_ahead(numbers()):
-            got.append(n)
-    assert got == [1, 2]
-
-    closed = []
-
-    def endless():  # type: ignore[no-untyped-def]
+def _open_fds_on(path: Path) -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
         try:
-            n = 0
-            while True:
-                n += 1
-                yield n
-        finally:
-            closed.append(True)
-
-    it = read_ahead(endless(), depth=2)
-    assert [next(it), next(it), next(it)] == [1, 2, 3]
-    it.close()  # type: ignore[attr-defined]
-    assert closed == [True]
-    assert not [t for t in threading.enumerate() if t.name == "attachment-read-ahead"]
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                count += 1
+        except OSError:
+            continue
+    return count
 
 
 def test_client_leaving_mid_download_releases_the_server_side(att_app, api_token):
     w = build_world()
-    att = attach(w.author, w.finding, payload(6 * MiB))
+    att = attach(w.author, w.finding, payload(24 * MiB))
+    path = blob_path(att)
     with ServerThread(att_app) as server:
-        sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # the file cannot
+        sock.settimeout(30)  # fit into socket buffers
+        sock.connect(("127.0.0.1", server.port))
         token = api_token(w.reader)["Authorization"]
         sock.sendall(f"GET /api/v1/attachments/{att.id} HTTP/1.1\r\nHost: x\r\n"
                      f"Authorization: {token}\r\n\r\n".encode())
         sock.recv(MiB)
+        _wait_for(lambda: _open_fds_on(path) == 1, "the server to be streaming the blob")
         sock.close()
-        _wait_for(lambda: not [t for t in threading.enumerate()
-                               if t.name == "attachment-read-ahead"],
-                  "the read-ahead thread to stop")
+        _wait_for(lambda: _open_fds_on(path) == 0, "the server to close the blob")
 
 
 def test_body_shorter_than_content_length_is_not_stored(att_app):

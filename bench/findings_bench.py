@@ -19,9 +19,10 @@ alike: the latest findings (page 1, and page 500 reached by its keyset cursor), 
 page 500 through the API's offset pagination (with its total), a category page, a
 finding page with 100 replies, and searches (two mid-frequency words, one broad word,
 one word in nearly every document). It also times the list and search SQL alone with
-each reader's filter and with no filter at all, to isolate the cost of the access rule. Median and p95 are printed and written as JSON to
-bench/results/ with the machine and the date. Targets (issue 3): pages median < 30 ms
-and p95 < 60 ms, search p95 < 100 ms, filter overhead <= 15 % over the admin's query.
+each reader's filter and with no filter at all, to isolate the cost of the access rule.
+Median and p95 are printed and written as JSON to bench/results/ with the machine, the
+PostgreSQL settings and the date. Targets (issue 3): pages median < 30 ms and p95 < 60
+ms, search p95 < 100 ms, filter overhead <= 15 % over the admin's query.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ LEVELS = [("network", 0.55), ("restricted", 0.30), ("confidential", 0.15)]
 FULL = {"findings": 100_000, "replies": 1_000_000, "users": 1_000, "orgs": 100,
         "compartments": 50, "categories": 20}
 BENCH_REPLIES = 100
+BENCH_TITLE = "Benchmark finding with 100 replies"
 SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "shi", "pre", "gen", "dor", "lin",
              "qua", "ber", "sol", "tix", "mur", "zen", "pha", "cro", "el", "an", "is", "ost"]
 DOMAIN = ["attention", "head", "circuit", "feature", "latent", "sparse", "autoencoder",
@@ -249,6 +251,8 @@ def load(app: Any, counts: dict[str, int], seed: int) -> dict[str, Any]:
                 and fid != bench_finding
             created = start + step * fid
             title = " ".join(vocab.sample(rng, rng.randint(4, 9))).capitalize()
+            if fid == bench_finding:
+                title = BENCH_TITLE
             body = rng.choice(body_pool) + " " + " ".join(vocab.sample(rng, 8))
             n = reply_plan[fid]
             last_reply = created + timedelta(minutes=n) if n else None
@@ -320,6 +324,27 @@ def load(app: Any, counts: dict[str, int], seed: int) -> dict[str, Any]:
     timings["total_s"] = time.perf_counter() - t0
     return {"bench_finding": bench_finding, "replies": n_replies, "timings": timings,
             "vocab": vocab.words}
+
+
+def existing_load(app: Any, seed: int) -> dict[str, Any]:
+    """What ``load`` returned, read back from the database (``--skip-load``)."""
+    from sqlalchemy import func, select, text
+
+    from app.db import db
+    from app.findings.models import Finding
+
+    with app.app_context():
+        bench_finding = db.scalar(select(Finding.id).where(Finding.title == BENCH_TITLE))
+        if bench_finding is None:
+            raise SystemExit("no benchmark load in this database; run without --skip-load")
+        counts = {table: db.scalar(text(f"SELECT count(*) FROM {table}"))  # noqa: S608
+                  for table in ("findings", "replies", "users", "organizations",
+                                "categories")}
+        counts["compartments"] = db.scalar(select(func.count(func.distinct(Finding.id)))
+                                           .where(Finding.compartmented.is_(True)))
+    vocab = Vocabulary(random.Random(seed))  # the load's first use of its generator
+    return {"bench_finding": bench_finding, "replies": counts["replies"], "timings": None,
+            "vocab": vocab.words, "counts": counts}
 
 
 # ------------------------------------------------------------------ the two readers
@@ -611,9 +636,8 @@ def main() -> int:
 
     logging.getLogger("enclave").setLevel(logging.ERROR)
     counts = scaled(args.scale)
-    state_file = RESULTS / ".findings_bench_state.json"
     if args.skip_load:
-        ids = json.loads(state_file.read_text())
+        ids = existing_load(app, args.seed)
         print(f"using the existing load ({ids['counts']})")
     else:
         print(f"loading {counts} into {url.rsplit('@', 1)[-1]} ...", flush=True)
@@ -621,9 +645,8 @@ def main() -> int:
             reset_and_migrate(app)
             ids = load(app, counts, args.seed)
         ids["counts"] = counts
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        state_file.write_text(json.dumps(ids))
         print("load:", {k: round(v, 1) for k, v in ids["timings"].items()}, flush=True)
+    load_before = os.getloadavg()
     results = measure(app, ids, args.repeat)
 
     print(f"\n{'page':34} {'member median/p95 ms':>22} {'admin median/p95 ms':>22}")
@@ -643,7 +666,8 @@ def main() -> int:
     print("member vs admin (median):", results["filter_overhead_member_vs_admin"])
 
     report = {"benchmark": "findings", "date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "machine": machine(), "postgresql": pg_settings(app), "scale": args.scale,
+              "machine": {**machine(), "load_average_before": load_before},
+              "postgresql": pg_settings(app), "scale": args.scale,
               "counts": ids["counts"], "replies_loaded": ids.get("replies"),
               "load_timings_s": ids.get("timings"), "repeat": args.repeat,
               "results": results}

@@ -222,3 +222,11 @@ def safe_next(target: str | None, default: str) -> str:
     if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
         return target
     return default
+
+
+def int_arg(name: str, default: int = 1, *, maximum: int = 10**6) -> int:
+    """A positive whole number from the query string; anything else gives ``default``."""
+    raw = request.args.get(name, "")
+    if raw.isascii() and raw.isdigit() and 0 < int(raw) < maximum:
+        return int(raw)
+    return default

@@ -594,3 +594,29 @@ def test_api_round_trip(client, app, api_token):
     assert client.get("/api/v1/findings/999999", headers=headers).status_code == 404
     spec = client.get("/api/v1/openapi.json").json
     assert {"get", "post"} <= set(spec["paths"]["/findings"])
+
+
+def test_history_withholds_versions_more_restricted_than_the_reader(app, client):
+    """After a declassification an old version may sit above today's readers."""
+    from app.findings.models import FindingRevision
+    from tests.factories import login, make_finding, make_org, make_user
+
+    org = make_org()
+    author = make_user(org)
+    reader = make_user(make_org(), clearance="network", mfa_on=False)
+    finding = make_finding(author, level="network", title="Public-ish title",
+                           body="Redacted summary.")
+    db.add(FindingRevision(finding_id=finding.id, editor_id=author.id,
+                           old_title="Exact recipe", old_body="Step 1: the secret method.",
+                           old_level="confidential", old_compartment=org.slug))
+    db.commit()
+    login(client, reader)
+    page = client.get(f"/findings/{finding.id}/history")
+    assert page.status_code == 200
+    assert "secret method" not in page.text and "Exact recipe" not in page.text
+    assert "withheld" in page.text
+    login(client_author := app.test_client(), author)
+    full = client_author.get(f"/findings/{finding.id}/history")
+    assert "Exact recipe" in full.text and "secret method" in full.text
+    assert 'data-level="confidential"' in full.text  # the marking names the highest level shown
+    assert 'class="marking lv-confidential"' not in page.text

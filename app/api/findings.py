@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
+from flask import request, url_for
 
 from app import state
 from app.api import api_user, bp, field, json_body, page_json
+from app.attachments import service as attachments
 from app.errors import Forbidden, ServiceError
 from app.findings import search as search_service
 from app.findings import service
@@ -65,7 +66,11 @@ def _full(finding: Finding) -> dict[str, Any]:
     return {**finding_json(finding), "body": finding.body,
             "body_html": service.body_html(finding),
             "revisions": service.revision_count(finding),
-            "replies": [reply_json(r, moderator) for r in replies]}
+            "replies": [reply_json(r, moderator) for r in replies],
+            "attachments": [
+                attachments.summary(a, url_for("api.download_attachment", attachment_id=a.id))
+                for a in attachments.list_for_finding(user, finding)
+            ]}
 
 
 def _filters() -> tuple[Category | None, str | None]:

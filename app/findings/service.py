@@ -619,25 +619,40 @@ def revision_count(finding: Finding) -> int:
                      .where(FindingRevision.finding_id == finding.id)) or 0
 
 
-def history(finding: Finding) -> list[HistoryEntry]:
-    """Every edit, newest first, with a diff of the body it changed.
+WITHHELD = "(withheld: this version was at a level or compartment you cannot read)"
 
-    Only readers of the finding see this; since levels only go up and compartments only
-    narrow without a review, no old version is more restricted than the current one.
-    """
+
+def _version_readable(reader: Any, version: Version, finding: Finding) -> bool:
+    """Old versions may be more restricted than the current one after a
+    declassification: each is shown only if the reader could read it at its own level
+    and compartment."""
+    if version.level not in access.readable_levels(reader):
+        return False
+    if not version.compartment:
+        return True
+    org = getattr(reader, "org", None)
+    return reader.org_id == finding.org_id or (
+        org is not None and org.slug in version.compartment.split()
+    )
+
+
+def history(finding: Finding, reader: Any) -> list[HistoryEntry]:
+    """Every edit, newest first, with a diff of the body it changed; versions the reader
+    may not read (older, more restricted ones) are withheld, never diffed."""
     revisions = list(db.scalars(select(FindingRevision)
                                 .where(FindingRevision.finding_id == finding.id)
                                 .order_by(FindingRevision.created_at, FindingRevision.id)))
     current = Version(finding.title, finding.body, finding.level, _compartment_slugs(finding))
+    versions = [Version(r.old_title, r.old_body, r.old_level, r.old_compartment)
+                for r in revisions] + [current]
+    shown = [v if _version_readable(reader, v, finding) else
+             Version(WITHHELD, "", v.level, "") for v in versions]
     entries: list[HistoryEntry] = []
     for i, rev in enumerate(revisions):
-        before = Version(rev.old_title, rev.old_body, rev.old_level, rev.old_compartment)
-        if i + 1 < len(revisions):
-            nxt = revisions[i + 1]
-            after = Version(nxt.old_title, nxt.old_body, nxt.old_level, nxt.old_compartment)
-        else:
-            after = current
-        entries.append(HistoryEntry(rev, before, after, _diff(before.body, after.body)))
+        before, after = shown[i], shown[i + 1]
+        withheld = WITHHELD in (before.title, after.title)
+        diff = [] if withheld else _diff(before.body, after.body)
+        entries.append(HistoryEntry(rev, before, after, diff))
     entries.reverse()
     return entries
 

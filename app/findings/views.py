@@ -25,7 +25,7 @@ from app.findings.forms import (
 )
 from app.findings.models import Finding
 from app.notifications import service as notify
-from app.web import form_error, member_required, role_required
+from app.web import form_error, int_arg, member_required, role_required
 
 bp = Blueprint("findings", __name__, template_folder="templates", url_prefix="/findings")
 admin_bp = Blueprint("categories", __name__, template_folder="templates",
@@ -46,9 +46,6 @@ def _nav_counts() -> dict[str, Any]:
     return {"unread_notifications": unread_notifications}
 
 
-def _int_arg(name: str, default: int = 1) -> int:
-    raw = request.args.get(name, "")
-    return int(raw) if raw.isdigit() and 0 < int(raw) < 10**6 else default
 
 
 # ---------------------------------------------------------------- lists
@@ -63,7 +60,7 @@ def _render_list(*, heading: str, endpoint: str, category: Any = None, level: st
     return render_template(
         "findings/list.html", listing=listing, heading=heading, endpoint=endpoint,
         endpoint_args=endpoint_args, category=category, level=level,
-        categories=service.list_categories(), page_no=_int_arg("p"),
+        categories=service.list_categories(), page_no=int_arg("p"),
         levels=[lv for lv in state.policy().levels if lv.rank > 0],
         watching_category=category is not None and category.id in watched,
         empty_form=EmptyForm(), page_marking=listing.marking)
@@ -225,7 +222,7 @@ def new() -> Any:
 
 
 def _render_show(finding: Finding, reply_form: ReplyForm, status: int = 200) -> Any:
-    page = service.replies_page(current_user, finding, _int_arg("rp"))
+    page = service.replies_page(current_user, finding, int_arg("rp"))
     move_form = None
     if service.is_moderator(current_user):
         move_form = MoveForm(category=finding.category.slug if finding.category else None)
@@ -312,9 +309,12 @@ def edit(finding_id: int) -> Any:
 def history(finding_id: int) -> Any:
     finding = service.get_finding(current_user, finding_id)
     service.record_view(current_user, finding)  # old versions are content too: audited
-    return render_template("findings/history.html", finding=finding,
-                           entries=service.history(finding),
-                           page_marking=state.policy().level(finding.level))
+    entries = service.history(finding, current_user)
+    shown_levels = [finding.level] + [e.before.level for e in entries
+                                      if e.before.title != service.WITHHELD]
+    return render_template("findings/history.html", finding=finding, entries=entries,
+                           withheld=service.WITHHELD,
+                           page_marking=state.policy().highest(shown_levels))
 
 
 @bp.post("/<int:finding_id>/watch")

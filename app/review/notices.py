@@ -129,3 +129,13 @@ def notify_flag_outcome(flag: Flag, actor: Any) -> list[Notification]:
     return notify(flag.finding, recipients, KIND_FLAG_OUTCOME,
                   actor_id=None if anonymous else actor_id)
 
+
+
+def _register() -> None:
+    """Give the forum's notification list the review texts (no reviewer names)."""
+    from app.notifications.service import KIND_TEXTS
+
+    KIND_TEXTS.update(DESCRIPTIONS)
+
+
+_register()

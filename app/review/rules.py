@@ -222,7 +222,8 @@ def check_scores(scores: Any, policy: ReviewPolicy | None = None) -> dict[str, i
         if item.key not in scores or scores[item.key] in (None, ""):
             raise ValueError(f"Score the question {item.key!r} ({item.question}).")
         value = scores[item.key]
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        if isinstance(value, str) and value.strip().lstrip("-").isascii() \
+                and value.strip().lstrip("-").isdigit():
             value = int(value.strip())
         if not item.accepts(value):
             raise ValueError(f"The score for {item.key!r} must be a whole number from "

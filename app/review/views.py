@@ -39,9 +39,6 @@ from app.web import form_error, member_required, role_required
 bp = Blueprint("review", __name__, template_folder="templates", url_prefix="/review")
 
 
-def _int_arg(name: str) -> int:
-    raw = request.args.get(name, "")
-    return int(raw) if raw.isdigit() and 0 < int(raw) < 10**6 else 1
 
 
 @bp.app_template_global()

@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ForeignKey, Integer, String, Text, select, text
-
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.context import client_ip

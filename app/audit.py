@@ -77,6 +77,10 @@ def record(
     **details: Any,
 ) -> AuditEntry:
     """Append an entry in the caller's transaction (committed with the change it logs)."""
+    target = str(target_id) if target_id is not None else ""
+    if len(target) > 64:  # a long id (a path, say) is kept whole in the details
+        details.setdefault("target", target)
+        target = target[:61] + "..."
     session = db()
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_ID})
@@ -87,10 +91,10 @@ def record(
         seq=(last.seq + 1) if last else 1,
         created_at=utcnow(),
         actor_id=getattr(actor, "id", None),
-        actor=getattr(actor, "email", "") or (actor if isinstance(actor, str) else ""),
-        action=action,
-        target_type=target_type,
-        target_id=str(target_id) if target_id is not None else "",
+        actor=(getattr(actor, "email", "") or (actor if isinstance(actor, str) else ""))[:254],
+        action=action[:64],
+        target_type=target_type[:32],
+        target_id=target,
         details=json.dumps(details, sort_keys=True, default=str),
         ip=ip if ip is not None else client_ip.get(),
         prev_hash=last.hash if last else GENESIS,

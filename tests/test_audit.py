@@ -76,3 +76,12 @@ def test_org_admin_actions_are_logged(app):
         select(audit.AuditEntry).order_by(audit.AuditEntry.seq))]
     assert actions == ["org_added", "org_status_changed", "org_ceiling_changed"]
     assert audit.verify_chain().ok
+
+
+def test_long_target_ids_fit_and_stay_whole_in_the_details(app):
+    """PostgreSQL enforces column lengths: a long path as target must not break a write."""
+    path = "/tmp/" + "x" * 200
+    entry = audit.record("export", actor="cli", target_type="export", target_id=path)
+    db.commit()
+    assert len(entry.target_id) == 64 and entry.details_dict["target"] == path
+    assert audit.verify_chain().ok

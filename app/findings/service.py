@@ -8,7 +8,6 @@ refused request changes nothing.
 from __future__ import annotations
 
 import base64
-import difflib
 import re
 from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
@@ -38,6 +37,7 @@ from app.orgs.models import Organization, OrgStatus
 from app.pagination import Page, page_args
 from app.policy import Level
 from app.rendering import render_markdown
+from app.textdiff import DiffLine, line_diff
 
 TITLE_MAX = 300
 CATEGORY_SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
@@ -362,6 +362,15 @@ def get_reply(user: User, reply_id: int) -> Reply:
     return reply
 
 
+def lock(finding: Finding) -> None:
+    """Serialize the writers of one finding, then re-read it (call before the checks):
+    a row lock on PostgreSQL, so that an edit, or a request or flag checked against the
+    finding's open ones, made at the same moment waits for the other and then sees its
+    result instead of overwriting or duplicating it unseen. SQLite has one writer anyway."""
+    db.execute(select(Finding.id).where(Finding.id == finding.id).with_for_update())
+    db.refresh(finding)
+
+
 def can_edit(user: User, finding: Finding) -> bool:
     return (user.id == finding.author_id or is_moderator(user)) and access.can_read(user, finding)
 
@@ -407,8 +416,10 @@ def edit_finding(actor: User, finding: Finding, *, title: str | None = None,
 
     Raising the level or narrowing the compartment is immediate; lowering the level or
     widening the compartment is a declassification and is refused (it needs a review).
-    Returns False when nothing changed.
+    Returns False when nothing changed. Concurrent edits apply one after the other, each
+    to the version the previous one left (every version stays in the history).
     """
+    lock(finding)
     if not can_edit(actor, finding):
         if access.can_read(actor, finding):
             raise Forbidden("Only the author or an administrator can edit this finding.")
@@ -563,12 +574,6 @@ def set_reply_hidden(actor: User, reply: Reply, hidden: bool, reason: str = "") 
 
 
 @dataclass
-class DiffLine:
-    kind: str  # "add", "del", "ctx", "hunk"
-    text: str
-
-
-@dataclass
 class Version:
     title: str
     body: str
@@ -597,19 +602,7 @@ class HistoryEntry:
 
 
 def _diff(before: str, after: str) -> list[DiffLine]:
-    lines: list[DiffLine] = []
-    for raw in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=3):
-        if raw.startswith(("---", "+++")):
-            continue
-        if raw.startswith("@@"):
-            lines.append(DiffLine("hunk", raw))
-        elif raw.startswith("+"):
-            lines.append(DiffLine("add", raw[1:]))
-        elif raw.startswith("-"):
-            lines.append(DiffLine("del", raw[1:]))
-        else:
-            lines.append(DiffLine("ctx", raw[1:]))
-    return lines
+    return line_diff(before.splitlines(), after.splitlines())
 
 
 def revision_count(finding: Finding) -> int:

@@ -24,7 +24,7 @@ from app.auth.models import User
 from app.db import db
 from app.findings.models import Finding
 from app.orgs.models import Organization
-from tests.conftest import empty_database, make_app
+from tests.conftest import running_app
 from tests.factories import make_finding, make_org, make_user
 
 CHUNK = 16384
@@ -34,15 +34,8 @@ CHUNK = 16384
 def att_app(migrated: str, tmp_path: Path) -> Iterator[Flask]:
     """Like ``app``, with a fresh instance folder: its own keyring and blob store."""
     instance = tmp_path / "instance"
-    app = make_app(migrated, instance)
-    ctx = app.app_context()
-    ctx.push()
-    try:
+    with running_app(migrated, instance) as app:
         yield app
-    finally:
-        empty_database()
-        ctx.pop()
-        app.extensions["enclave.engine"].dispose()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,10 @@ def empty_database() -> None:
     db.remove()
 
 
-@pytest.fixture
-def app(migrated: str, instance_dir: Path) -> Iterator[Flask]:
-    app = make_app(migrated, instance_dir)
+@contextmanager
+def running_app(database_url: str, instance: Path, **overrides: Any) -> Iterator[Flask]:
+    """An app with its context pushed; the database is emptied when it ends."""
+    app = make_app(database_url, instance, **overrides)
     ctx = app.app_context()
     ctx.push()
     try:
@@ -97,6 +99,12 @@ def app(migrated: str, instance_dir: Path) -> Iterator[Flask]:
         empty_database()
         ctx.pop()
         app.extensions["enclave.engine"].dispose()
+
+
+@pytest.fixture
+def app(migrated: str, instance_dir: Path) -> Iterator[Flask]:
+    with running_app(migrated, instance_dir) as app:
+        yield app
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from app.auth.passwords import check_password_strength
 from app.auth.views import PENDING_2FA_SECONDS
 from app.db import db
 from app.errors import ServiceError
-from tests.conftest import csrf_from, empty_database, make_app
+from tests.conftest import csrf_from, running_app
 from tests.factories import PASSWORD, login, make_org, make_user, post_form, totp_now
 
 NEW_PASSWORD = "harbour-violet-tundra-anchor"
@@ -537,15 +537,8 @@ def test_suspending_the_org_cuts_open_sessions_and_tokens(client, app, api_token
 
 @pytest.fixture
 def tight_app(migrated: str, instance_dir: Path) -> Iterator[Flask]:
-    app = make_app(migrated, instance_dir, login_limit="3 per minute")
-    ctx = app.app_context()
-    ctx.push()
-    try:
+    with running_app(migrated, instance_dir, login_limit="3 per minute") as app:
         yield app
-    finally:
-        empty_database()
-        ctx.pop()
-        app.extensions["enclave.engine"].dispose()
 
 
 def test_login_is_throttled_per_account(tight_app):

@@ -20,7 +20,7 @@ from app.config import REPO_ROOT
 from app.db import db, utcnow
 from app.ndas.models import NdaAcknowledgement
 from app.policy import load_policy
-from tests.conftest import csrf_from, empty_database, make_app
+from tests.conftest import csrf_from, running_app
 from tests.factories import login, make_org, make_user
 from tests.test_auth import actions, isolated_requests, reload, text
 
@@ -217,15 +217,8 @@ def bumped_app(migrated: str, instance_dir: Path, tmp_path: Path) -> Iterator[Fl
     nda.write_text(source.replace("\nversion = 1\n", "\nversion = 2\n", 1)
                    + "\n## Added in version 2\n\nReport every copy you find outside Enclave.\n",
                    encoding="utf-8")
-    app = make_app(migrated, instance_dir, policy_dir=copy)
-    ctx = app.app_context()
-    ctx.push()
-    try:
+    with running_app(migrated, instance_dir, policy_dir=copy) as app:
         yield app
-    finally:
-        empty_database()
-        ctx.pop()
-        app.extensions["enclave.engine"].dispose()
 
 
 def test_a_new_nda_version_closes_the_level_until_signed_again(bumped_app):

@@ -9,7 +9,7 @@ import uuid
 import pytest
 import redis
 
-from tests.conftest import empty_database, make_app
+from tests.conftest import make_app, running_app
 from tests.factories import login, make_org, make_user
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -70,13 +70,8 @@ def test_json_log_lines(capsys):
 @pytest.fixture
 def redis_app(migrated, instance_dir):  # type: ignore[no-untyped-def]
     redis.Redis.from_url(REDIS_URL).flushdb()
-    app = make_app(migrated, instance_dir, redis_url=REDIS_URL)
-    ctx = app.app_context()
-    ctx.push()
-    yield app
-    empty_database()
-    ctx.pop()
-    app.extensions["enclave.engine"].dispose()
+    with running_app(migrated, instance_dir, redis_url=REDIS_URL) as app:
+        yield app
     redis.Redis.from_url(REDIS_URL).flushdb()
 
 
@@ -109,11 +104,7 @@ def test_sessions_live_in_redis_and_logout_deletes_them(redis_app):
 
 def test_redis_down_refuses_sign_in_but_serves_the_rest(migrated, instance_dir):
     dead = "redis://127.0.0.1:6399/0"  # nothing listens there
-    app = make_app(migrated, instance_dir, redis_url=dead,
-                   login_limit="1000 per minute")
-    ctx = app.app_context()
-    ctx.push()
-    try:
+    with running_app(migrated, instance_dir, redis_url=dead) as app:
         user = make_user(make_org(), mfa_on=False)
         client = app.test_client()
         assert client.get("/healthz").json["checks"]["redis"] == "fail"
@@ -123,7 +114,3 @@ def test_redis_down_refuses_sign_in_but_serves_the_rest(migrated, instance_dir):
         assert "session store is unreachable" in response.text
         # rate limiting fell back to per-process memory instead of failing requests
         assert client.get(f"/levels.css?{uuid.uuid4().hex}").status_code == 200
-    finally:
-        empty_database()
-        ctx.pop()
-        app.extensions["enclave.engine"].dispose()

@@ -5,6 +5,7 @@ Every value can be overridden with an ENCLAVE_GUNICORN_* environment variable.
 
 import multiprocessing
 import os
+import sys
 
 
 def _env(name: str, default: str) -> str:
@@ -34,10 +35,14 @@ access_log_format = (
 
 
 def post_fork(server, worker):  # type: ignore[no-untyped-def]
-    """Connections made before the fork (preload) must not be shared between workers."""
-    from wsgi import app
+    """Connections made before the fork (preload) must not be shared between workers.
 
-    app.extensions["enclave.engine"].dispose(close=False)
+    Only an app already loaded (preload) has any; looking it up rather than importing
+    ``wsgi`` keeps this config usable for other WSGI apps (the benchmark's bare route)."""
+    app = getattr(sys.modules.get("wsgi"), "app", None)
+    engine = getattr(app, "extensions", {}).get("enclave.engine")
+    if engine is not None:
+        engine.dispose(close=False)
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]

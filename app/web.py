@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from flask import (
     flash,
     g,
     jsonify,
+    make_response,
     redirect,
     render_template,
     request,
@@ -22,6 +24,7 @@ from flask import (
 )
 from flask_login import current_user, logout_user
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from app import access, state
@@ -150,6 +153,37 @@ def install_web_hooks(app: Flask, settings: Settings) -> None:
                      415: "unsupported_media_type", 429: "rate_limited"}
             return json_error(status, codes.get(status, "http_error"), message)
         return render_template("error.html", status=status, message=message), status
+
+    @app.errorhandler(DBAPIError)
+    def _database_error(exc: DBAPIError) -> Any:
+        """A lost or refused database connection (PostgreSQL restarting, a connection
+        killed, SQLite busy): 503 with a clear message, not a stack trace. The open
+        transaction is rolled back, and the pool replaces dead connections (pre-ping), so
+        the next request works once the database is back. Other database errors are bugs
+        and answer 500."""
+        if not (exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)):
+            return _unexpected(exc)
+        from app.db import db
+
+        with contextlib.suppress(Exception):  # the connection is gone; the pool drops it
+            db.rollback()
+        log.warning("database unavailable (request id %s): %s",
+                    getattr(g, "request_id", "-"), str(exc.orig or exc).strip()[:300])
+        message = ("The database is unavailable for a moment, so this request was not "
+                   "completed. Try again shortly.")
+        if wants_json():
+            response = json_error(503, "database_unavailable", message)
+        else:
+            try:
+                response = make_response(
+                    render_template("error.html", status=503, message=message), 503)
+            except Exception:  # noqa: BLE001 - the page itself may need the database
+                with contextlib.suppress(Exception):
+                    db.rollback()
+                response = make_response(
+                    f"<!doctype html><title>Unavailable</title><p>{message}</p>", 503)
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:

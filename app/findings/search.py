@@ -321,6 +321,8 @@ def search(user: User, raw: str | None, args: dict[str, str] | None = None, *,
         else:
             total = db.scalar(select(func.count(func.distinct(hits.c.finding_id)))) or 0
     except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise  # the database went away: the web error handler answers 503
         db.rollback()
         if getattr(exc.orig, "sqlstate", None) == "57014":  # query_canceled: the timeout
             raise SearchError("This search matches too much to rank in time; add more "

@@ -39,6 +39,7 @@ def create_flag(user: User, finding_id: int, *, reason: str | None,
                 suggested_level: str | None) -> Flag:
     """Any reader flags a finding. One open flag per reader and finding."""
     finding = findings.get_finding(user, finding_id)
+    findings.lock(finding)  # one open flag per reader, even when sent twice at once
     policy = state.policy()
     reason = clean_text(reason, "reason", limit=5000,
                         empty="Say why this finding is a dual-use concern.")

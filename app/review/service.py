@@ -169,6 +169,7 @@ def create_publication(user: User, finding_id: int, *, public_title: Any, public
                        embargo_tz: Any = None, note: Any = None) -> ReviewRequest:
     """The author (or an admin) asks to publish a public version of a finding."""
     finding = findings.get_finding(user, finding_id)
+    findings.lock(finding)  # one open request per finding, even when asked twice at once
     _require_owner_or_admin(user, finding, "ask to publish this finding")
     if finding.locked:
         raise Conflict("This finding is locked after a dual-use flag; it cannot be "
@@ -206,6 +207,7 @@ def create_declassification(user: User, finding_id: int, *, target_level: Any,
                             note: Any = None) -> ReviewRequest:
     """Lowering a finding's level is a request in the same queue."""
     finding = findings.get_finding(user, finding_id)
+    findings.lock(finding)  # one open request per finding, even when asked twice at once
     _require_owner_or_admin(user, finding, "ask to declassify this finding")
     policy = state.policy()
     target = (target_level or "").strip() if isinstance(target_level, str) else ""
@@ -807,16 +809,18 @@ def queue(user: User, args: Mapping[str, str] | None = None) -> Page:
     rows = db.execute(select(sub.c.kind, sub.c.id, sub.c.since)
                       .order_by(sub.c.since, sub.c.kind, sub.c.id)
                       .limit(per_page).offset((page - 1) * per_page)).all()
+    # the page's requests and flags in one query each (not one per item)
+    wanted = {kind: [ident for k, ident, _ in rows if k == kind] for kind in ("request", "flag")}
+    reqs = {r.id: r for r in db.scalars(select(ReviewRequest).where(
+        ReviewRequest.id.in_(wanted["request"]))).unique()} if wanted["request"] else {}
+    flag_rows = {f.id: f for f in db.scalars(select(Flag).where(
+        Flag.id.in_(wanted["flag"]))).unique()} if wanted["flag"] else {}
     items: list[QueueItem] = []
     for kind, ident, _since in rows:
-        if kind == "request":
-            req = db.get(ReviewRequest, ident)
-            if req is not None:
-                items.append(QueueItem("request", req.submitted_at, request=req))
-        else:
-            flag = db.get(Flag, ident)
-            if flag is not None:
-                items.append(QueueItem("flag", flag.created_at, flag=flag))
+        if kind == "request" and ident in reqs:
+            items.append(QueueItem("request", reqs[ident].submitted_at, request=reqs[ident]))
+        elif kind == "flag" and ident in flag_rows:
+            items.append(QueueItem("flag", flag_rows[ident].created_at, flag=flag_rows[ident]))
     return Page(items, page, per_page, total)
 
 

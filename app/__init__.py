@@ -8,12 +8,24 @@ from typing import Any
 
 from flask import Flask, g, request, session
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from app.config import Settings, ensure_dev_secret, load_settings
 from app.context import client_ip, request_id
 from app.db import bind, db, make_engine
 
 log = logging.getLogger("enclave")
+
+
+class BoundedIntConverter(IntegerConverter):
+    """``<int:...>`` URL parts: an id beyond the largest 64-bit integer becomes 0, which
+    no row has, so the view answers 404 (no such item) instead of the database failing
+    with an integer overflow (500). Refusing the match instead would make Werkzeug answer
+    405 to every method but GET."""
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        return number if number < 2**63 else 0
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -72,6 +84,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
                                 x_proto=settings.proxy_count, x_host=settings.proxy_count)
 
     _init_extensions(app, settings)
+    app.url_map.converters["int"] = BoundedIntConverter  # before any route is added
     _register_blueprints(app)
     _register_hooks(app, settings)
 

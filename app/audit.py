@@ -47,6 +47,28 @@ class AuditEntry(Base):
         return json.loads(self.details or "{}")
 
 
+#: Detail fields that are content (an attachment's file name): the audit log shows them
+#: only to an administrator who may read the finding they belong to.
+CONTENT_DETAILS = ("filename",)
+WITHHELD = "(withheld: a finding you cannot read)"
+
+
+def shown_details(viewer: Any, entry: AuditEntry) -> dict[str, Any]:
+    """``entry``'s details as ``viewer`` may see them. The stored entry (and so the hash
+    chain) is unchanged; only the display withholds content above the viewer's access."""
+    details = entry.details_dict
+    if not any(key in details for key in CONTENT_DETAILS):
+        return details
+    from app import access
+    from app.findings.models import Finding
+
+    raw = str(details.get("finding_id", ""))
+    finding = db.get(Finding, int(raw)) if raw.isascii() and raw.isdigit() else None
+    if finding is not None and access.can_read(viewer, finding):
+        return details
+    return {k: WITHHELD if k in CONTENT_DETAILS else v for k, v in details.items()}
+
+
 def _digest(entry: AuditEntry) -> str:
     canonical = json.dumps(
         {

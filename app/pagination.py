@@ -12,6 +12,7 @@ from app.db import db
 from app.errors import ServiceError
 
 MAX_PER_PAGE = 100
+MAX_PAGE = 1_000_000  # far past any real list; larger offsets overflow the database's integers
 
 
 @dataclass
@@ -43,6 +44,8 @@ def page_args(args: Mapping[str, str], default_per_page: int = 25) -> tuple[int,
                            code="bad_pagination") from None
     if page < 1 or per_page < 1:
         raise ServiceError("page and per_page start at 1.", code="bad_pagination")
+    if page > MAX_PAGE:
+        raise ServiceError(f"page is at most {MAX_PAGE:,}.", code="bad_pagination")
     return page, min(per_page, MAX_PER_PAGE)
 
 

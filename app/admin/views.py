@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -149,4 +150,10 @@ def audit_log() -> Any:
     total = db.scalar(select(func.count()).select_from(audit.AuditEntry))
     return render_template("admin/audit.html", page=paginate(query, request.args),
                            actions=actions, action=action, total=total,
-                           verify=audit.verify_chain() if request.args.get("verify") else None)
+                           verify=audit.verify_chain() if request.args.get("verify") else None,
+                           details=_shown_details)
+
+
+def _shown_details(entry: audit.AuditEntry) -> str:
+    shown = audit.shown_details(current_user, entry)
+    return entry.details if shown == entry.details_dict else json.dumps(shown, sort_keys=True)

@@ -11,7 +11,7 @@ from flask import Blueprint, g, request
 from app import access, state
 from app.auth.models import Role, User
 from app.auth.service import sha256_hex, user_for_token
-from app.errors import ServiceError
+from app.errors import NotFound, ServiceError
 from app.extensions import limiter
 from app.pagination import Page
 
@@ -60,6 +60,30 @@ def _authenticate() -> None:
 
 limiter.limit(lambda: state.settings().api_limit, key_func=_rate_key)(bp)
 
+NUL_MESSAGE = "The request contains a NUL character, which Enclave does not accept."
+
+
+@bp.before_request
+def _refuse_nul_characters() -> None:
+    """PostgreSQL text cannot hold NUL: a path with one names nothing (404), a query
+    string or JSON body with one is refused (400) before any query runs."""
+    if "\x00" in request.path:
+        raise NotFound()
+    # (an upload's ?filename= is cleaned of control characters by the attachment service)
+    if any("\x00" in k or ("\x00" in v and k != "filename")
+           for k, v in request.args.items(multi=True)):
+        raise ServiceError(NUL_MESSAGE, code="nul_character")
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
 
 def api_user() -> User:
     user = g.get("api_user")
@@ -87,6 +111,8 @@ def json_body() -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ServiceError("Send a JSON object with Content-Type: application/json.",
                            code="bad_json")
+    if _has_nul(data):
+        raise ServiceError(NUL_MESSAGE, code="nul_character")
     return data
 
 

@@ -128,7 +128,7 @@ def admin_audit() -> Any:
     return page_json(paginate(query, request.args), lambda e: {
         "seq": e.seq, "created_at": e.created_at.isoformat(), "actor": e.actor,
         "actor_id": e.actor_id, "action": e.action, "target_type": e.target_type,
-        "target_id": e.target_id, "details": e.details_dict, "ip": e.ip,
+        "target_id": e.target_id, "details": audit.shown_details(api_user(), e), "ip": e.ip,
         "prev_hash": e.prev_hash, "hash": e.hash,
     })
 

@@ -81,7 +81,9 @@ def operation(method: str, path: str, summary: str, *, response: dict[str, Any] 
               errors: tuple[str, ...] = ("400", "401", "403", "404"),
               raw_body: bool = False, raw_response: bool = False) -> None:
     op: dict[str, Any] = {"summary": summary, "responses": {}}
-    if raw_response:
+    if status == "204":
+        op["responses"][status] = {"description": "Done (no content)"}
+    elif raw_response:
         op["responses"][status] = {"description": "OK", "content": {
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
     else:
@@ -116,7 +118,14 @@ operation("get", "/ndas", "NDAs for the caller's clearance and their state",
           response={"type": "object", "properties": {"items": {"type": "array",
                                                                 "items": ref("Nda")}}})
 operation("post", "/ndas/{key}/acknowledge", "Sign the current version of an NDA",
-          status="201", body={"type": "object", "required": ["signed_name"],
+          status="201", response={
+              "type": "object",
+              "required": ["key", "version", "text_sha256", "signed_name", "created_at"],
+              "properties": {"key": {"type": "string"}, "version": {"type": "integer"},
+                             "text_sha256": {"type": "string"},
+                             "signed_name": {"type": "string"},
+                             "created_at": {"type": "string", "format": "date-time"}}},
+          body={"type": "object", "required": ["signed_name"],
                               "properties": {"signed_name": {"type": "string"},
                                              "version": {"type": "integer"}}})
 operation("get", "/admin/orgs", "Admin: the organization whitelist", response=page_of("Org"),
@@ -170,7 +179,8 @@ SCHEMAS.update({
         "reply_id": {"type": ["integer", "null"]}}}]},
     "Notification": {"type": "object", "required": ["id", "kind", "finding", "read"],
                      "properties": {"id": {"type": "integer"},
-                                    "kind": {"enum": ["reply", "mention", "new_finding"]},
+                                    "kind": {"enum": ["reply", "mention", "new_finding",
+                                                              "review_work", "review_result"]},
                                     "created_at": _STR, "read": {"type": "boolean"},
                                     "finding": ref("Finding"),
                                     "reply_id": {"type": ["integer", "null"]},
@@ -285,6 +295,26 @@ _PUBLICATION_BODY = {
         "note": {"type": "string", "description": "to the reviewers, never published"},
     },
 }
+SCHEMAS["QueueItem"] = {
+    "type": "object", "required": ["type", "id", "finding", "waiting_since"],
+    "properties": {
+        "type": {"enum": ["request", "flag"]}, "id": {"type": "integer"},
+        "kind": {"enum": ["publication", "declassification"]}, "state": {"type": "string"},
+        "round": {"type": "integer"}, "suggested_level": {"type": "string"},
+        "waiting_since": {"type": ["string", "null"], "format": "date-time"},
+        "finding": {"type": "object", "required": ["id", "title", "level"],
+                    "properties": {"id": {"type": "integer"}, "title": {"type": "string"},
+                                   "level": {"type": "string"}}},
+    },
+}
+SCHEMAS["Affiliation"] = {
+    "type": "object", "required": ["id", "orgs", "note"],
+    "properties": {"id": {"type": "integer"},
+                   "orgs": {"type": "array", "items": {"type": "string"}, "minItems": 2,
+                            "maxItems": 2},
+                   "note": {"type": "string"},
+                   "created_at": {"type": ["string", "null"], "format": "date-time"}},
+}
 _REASON = {"type": "object", "required": ["reason"],
            "properties": {"reason": {"type": "string"}}}
 operation("post", "/findings/{id}/flags", "Flag a readable finding as a dual-use concern",
@@ -304,7 +334,10 @@ operation("post", "/review/flags/{id}/resolve",
           errors=("400", "401", "403", "404", "409"))
 operation("post", "/findings/{id}/conflicts",
           "Reviewer: declare a conflict of interest on a finding (excluded from its reviews)",
-          status="201", body=_REASON, errors=("400", "401", "404", "409"))
+          status="201", body=_REASON, errors=("400", "401", "403", "404", "409"),
+          response={"type": "object", "required": ["finding_id", "declared"],
+                    "properties": {"finding_id": {"type": "integer"},
+                                   "declared": {"const": True}}})
 operation("post", "/findings/{id}/publication-requests",
           "Author or admin: ask to publish a public version (pinned by SHA-256)",
           status="201", response=ref("ReviewRequest"), body=_PUBLICATION_BODY,
@@ -321,7 +354,7 @@ operation("get", "/review/queue",
           "your own, your organization's, an affiliated one's, or where you declared a "
           "conflict)",
           response={"type": "object", "required": ["items", "page", "pages", "total"],
-                    "properties": {"items": {"type": "array", "items": {"type": "object"}},
+                    "properties": {"items": {"type": "array", "items": ref("QueueItem")},
                                    "page": {"type": "integer"}, "pages": {"type": "integer"},
                                    "total": {"type": "integer"}}},
           params=PAGE_PARAMS)
@@ -342,11 +375,18 @@ operation("post", "/review/requests/{id}/decisions",
               "risk": {"type": "string", "description": "one of review.toml risks"},
               "scores": {"type": "object", "additionalProperties": {"type": "integer"}},
               "comment": {"type": "string"}}},
+          response={"type": "object", "required": ["review_id", "round", "state", "request"],
+                    "properties": {"review_id": {"type": "integer"},
+                                   "round": {"type": "integer"}, "state": {"type": "string"},
+                                   "request": ref("ReviewRequest")}},
           errors=("400", "401", "403", "404", "409"))
 operation("post", "/review/requests/{id}/comments",
           "Reviewers and the author: add to the request's discussion", status="201",
           body={"type": "object", "required": ["body"],
                 "properties": {"body": {"type": "string"}}},
+          response={"type": "object", "required": ["id", "request_id", "body"],
+                    "properties": {"id": {"type": "integer"}, "request_id": {"type": "integer"},
+                                   "body": {"type": "string"}}},
           errors=("400", "401", "404", "409"))
 operation("post", "/review/requests/{id}/escalate",
           "Admin: let a request past its blocking-risk reviews, with a written reason",
@@ -364,15 +404,15 @@ operation("post", "/review/requests/{id}/release",
           "blocked, before the embargo); for a declassification, apply the new level",
           response=ref("ReviewRequest"), errors=("401", "403", "404", "409"))
 operation("get", "/review/affiliations", "Admin: affiliated organizations",
-          response={"type": "object", "properties": {"items": {"type": "array",
-                                                                "items": {"type": "object"}}}})
+          response={"type": "object", "required": ["items"],
+                    "properties": {"items": {"type": "array", "items": ref("Affiliation")}}})
 operation("post", "/review/affiliations",
           "Admin: declare two organizations affiliated (they never review each other)",
           status="201",
           body={"type": "object", "required": ["orgs"], "properties": {
               "orgs": {"type": "array", "items": {"type": "string"}, "minItems": 2,
                        "maxItems": 2}, "note": {"type": "string"}}},
-          errors=("400", "401", "403", "409"))
+          response=ref("Affiliation"), errors=("400", "401", "403", "409"))
 operation("delete", "/review/affiliations/{id}", "Admin: remove an affiliation",
           status="204", errors=("401", "403", "404"))
 operation("get", "/public/findings",

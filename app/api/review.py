@@ -253,7 +253,8 @@ def request_reopen(id: int) -> Any:
 @bp.post("/review/requests/<int:id>/withdraw")
 def request_withdraw(id: int) -> Any:
     data = request.get_json(silent=True) or {}
-    reason = _reason(data if isinstance(data, dict) else {}, required=False)
+    data = json_body() if isinstance(data, dict) and data else {}  # checks it (e.g. NUL)
+    reason = _reason(data, required=False)
     req = _request(id)
     service.withdraw(api_user(), req, reason)
     return request_json(req)

@@ -135,6 +135,7 @@ PRINCIPALS = [
     "nda_outdated", "mfa_off", "colleague_reviewer", "author", "reviewer", "east_member",
     "admin", "admin_network", "flagger",
 ]
+#: What each principal is (printed with the counts, and documentation for readers).
 PRINCIPAL_HELP = {
     "anonymous": "not signed in, no token",
     "pending": "member of a pending organization (sign-in refused; its token is refused)",
@@ -157,13 +158,6 @@ PRINCIPAL_HELP = {
     "admin_network": "administrator of another organization, clearance network",
     "flagger": "flagged the network finding (reviewers stay anonymous to them)",
 }
-
-
-def _user(key: str) -> User:
-    return db.get(User, WORLD_USERS[key])
-
-
-WORLD_USERS: dict[str, int] = {}
 
 
 def _display(user: User, name: str) -> None:
@@ -221,7 +215,6 @@ def build_world(world: World) -> dict[str, User]:
     person("rev_c", charlie, Vis("person", ("rev_c",)), role="reviewer", clearance="restricted")
     person("flagger", delta, Vis("person", ("flagger",)), clearance="network",
            ndas=["network-terms"], mfa_on=False)
-    WORLD_USERS.update(world.users)
 
     existing = set(db.scalars(select(Category.slug)))  # the first migration adds some
     for slug in ("circuits", "steering"):
@@ -247,7 +240,6 @@ def build_world(world: World) -> dict[str, User]:
         for key, level, compartment, author_key in plan:
             if author_key not in u:
                 person(author_key, north, Vis("author", (key,)))
-                WORLD_USERS[author_key] = u[author_key].id
             author = u[author_key]
             fv = Vis("finding", (key,))
             title = f"{world.add('title', fv)} study of {level} heads"
@@ -854,6 +846,7 @@ def _report(m: Matrix) -> None:
     routes = {r for r, _ in m.checked}
     lines = [f"route matrix: {len(routes)} routes x {len(m.principals)} principals = "
              f"{len(m.checked)} (route, principal) pairs checked",
+             *(f"  principal {k}: {PRINCIPAL_HELP[k]}" for k in PRINCIPALS),
              *(f"  {k}: {v}" for k, v in sorted(m.counts.items()))]
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "route-matrix.txt").write_text("\n".join(lines) + "\n")

@@ -18,14 +18,14 @@ log = logging.getLogger("enclave")
 
 
 class BoundedIntConverter(IntegerConverter):
-    """``<int:...>`` URL parts: an id beyond the largest 64-bit integer becomes 0, which
-    no row has, so the view answers 404 (no such item) instead of the database failing
-    with an integer overflow (500). Refusing the match instead would make Werkzeug answer
-    405 to every method but GET."""
+    """``<int:...>`` URL parts: an id beyond what an id column holds (32-bit INTEGER on
+    PostgreSQL) becomes 0, which no row has, so the view answers 404 (no such item)
+    instead of the database failing with an integer overflow (500). Refusing the match
+    instead would make Werkzeug answer 405 to every method but GET."""
 
     def to_python(self, value: str) -> int:
         number = int(value)
-        return number if number < 2**63 else 0
+        return number if number < 2**31 else 0
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:

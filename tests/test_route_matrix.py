@@ -863,7 +863,9 @@ def fingerprint(app: Flask) -> tuple[Any, ...]:
         for table in Base.metadata.sorted_tables:
             # a token's last use is recorded (at most every 5 minutes) on any request
             columns = [c for c in table.columns if c.name not in VOLATILE.get(table.name, ())]
-            rows.append((table.name, db.execute(select(*columns)).all()))
+            # ordered: PostgreSQL moves an updated row, so heap order is not stable
+            query = select(*columns).order_by(*table.primary_key.columns)
+            rows.append((table.name, db.execute(query).all()))
         db.remove()
     return tuple(rows)
 

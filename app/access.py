@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, Select, and_, exists, false, or_, select
 
 from app import state
 from app.db import db
+from app.errors import MfaRequired, NdaRequired, NotFound
 from app.findings.models import Finding, FindingOrg
 from app.ndas.models import NdaAcknowledgement
 from app.policy import Policy
@@ -141,6 +142,22 @@ def in_compartment(user: Any, finding: Finding) -> bool:
     return s.org_id == finding.org_id or s.org_id in finding.compartment_org_ids
 
 
+def can_read_version(user: Any, finding: Finding, level: str, compartment_slugs: str,
+                     policy: Policy | None = None) -> bool:
+    """The rule for an old version of ``finding`` (its level and compartment then, as a
+    space-separated list of org slugs; empty = no compartment). After a declassification
+    an old version can be more restricted than the finding is now."""
+    if level not in readable_levels(user, policy):
+        return False
+    s = _subject(user)
+    if s is None:
+        return False
+    if not compartment_slugs or s.org_id == finding.org_id:
+        return True
+    org = getattr(user, "org", None)
+    return org is not None and org.slug in compartment_slugs.split()
+
+
 def can_read(user: Any, finding: Finding, policy: Policy | None = None) -> bool:
     return finding.level in readable_levels(user, policy) and in_compartment(user, finding)
 
@@ -168,6 +185,20 @@ def denial(user: Any, finding: Finding, policy: Policy | None = None) -> Denial:
     if missing_ndas(s, finding.level, policy):
         return Denial.NDA
     return Denial.MFA
+
+
+def require_readable(user: Any, finding: Finding, *, what: str = "read it") -> None:
+    """Raise the answer for an unreadable finding: 404 for everyone but an otherwise
+    cleared reader, who is told the NDA or the two-factor authentication they lack."""
+    why = denial(user, finding)
+    if why is Denial.NONE:
+        return
+    if why is Denial.NDA:
+        raise NdaRequired(f"Sign the agreement for this level to {what}.",
+                          missing_ndas(user, finding.level))
+    if why is Denial.MFA:
+        raise MfaRequired(f"Turn on two-factor authentication to {what} at this level.")
+    raise NotFound()
 
 
 def finding_filter(user: Any, policy: Policy | None = None) -> ColumnElement[bool]:

@@ -166,3 +166,16 @@ def test_sql_form_agrees_with_python_form(app, spec):
                 assert access.can_read(user, f) == expected
     finally:
         empty_database()
+
+
+def test_old_versions_are_judged_at_their_own_level_and_compartment(app):
+    a, b = make_org("alpha"), make_org("beta")
+    author = make_user(a)
+    network_reader = make_user(b, clearance="network", mfa_on=False)
+    beta_cleared = make_user(b)
+    finding = make_finding(author, level="network")
+    assert access.can_read_version(network_reader, finding, "network", "")
+    assert not access.can_read_version(network_reader, finding, "confidential", "alpha beta")
+    assert access.can_read_version(beta_cleared, finding, "confidential", "alpha beta")
+    assert not access.can_read_version(beta_cleared, finding, "confidential", "alpha")
+    assert access.can_read_version(author, finding, "confidential", "alpha")

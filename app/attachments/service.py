@@ -37,7 +37,6 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from app import access, audit, state
-from app.access import Denial
 from app.attachments.models import Attachment
 from app.attachments.pipeline import Writeback, WriteBehind
 from app.auth.models import User
@@ -52,7 +51,7 @@ from app.crypto.stream import (
 )
 from app.crypto.wrap import key_wrap_aad, seal, unseal, unwrap_key, wrap_key
 from app.db import db, utcnow
-from app.errors import Conflict, Forbidden, MfaRequired, NdaRequired, NotFound, ServiceError
+from app.errors import Conflict, Forbidden, NotFound, ServiceError
 from app.findings.models import Finding
 from app.storage import BlobNotFoundError, BlobStore, GcReport
 
@@ -177,16 +176,7 @@ def _install_keyring(ring: Keyring) -> None:
 
 def _check_read(user: Any, finding: Finding) -> None:
     """The access rule for a finding; unreadable is 404, never 403."""
-    denial = access.denial(user, finding)
-    if denial is Denial.NONE:
-        return
-    if denial is Denial.NDA:
-        missing = access.missing_ndas(user, finding.level)
-        raise NdaRequired("Sign the agreements this level requires to open this file.",
-                          missing)
-    if denial is Denial.MFA:
-        raise MfaRequired("Turn on two-factor authentication to open files at this level.")
-    raise NotFound()
+    access.require_readable(user, finding, what="open its files")
 
 
 def readable_finding(user: Any, finding_id: int) -> Finding:

@@ -23,7 +23,7 @@ from app import access, audit, state
 from app.attachments import service as attachments
 from app.auth.models import User
 from app.db import db, utcnow
-from app.errors import Conflict, Forbidden, MfaRequired, NdaRequired, NotFound, ServiceError
+from app.errors import Conflict, Forbidden, NotFound, ServiceError
 from app.findings.models import (
     Category,
     Finding,
@@ -253,15 +253,8 @@ def get_finding(user: User, finding_id: int) -> Finding:
     finding = db.get(Finding, finding_id, options=FINDING_LOAD)
     if finding is None:
         raise NotFound()
-    why = access.denial(user, finding)
-    if why is access.Denial.NONE:
-        return finding
-    if why is access.Denial.NDA:
-        missing = access.missing_ndas(user, finding.level)
-        raise NdaRequired("Sign the agreement for this level to read it.", missing)
-    if why is access.Denial.MFA:
-        raise MfaRequired("Turn on two-factor authentication to read at this level.")
-    raise NotFound()
+    access.require_readable(user, finding)
+    return finding
 
 
 def body_html(finding: Finding | Reply) -> str:
@@ -615,20 +608,6 @@ def revision_count(finding: Finding) -> int:
 WITHHELD = "(withheld: this version was at a level or compartment you cannot read)"
 
 
-def _version_readable(reader: Any, version: Version, finding: Finding) -> bool:
-    """Old versions may be more restricted than the current one after a
-    declassification: each is shown only if the reader could read it at its own level
-    and compartment."""
-    if version.level not in access.readable_levels(reader):
-        return False
-    if not version.compartment:
-        return True
-    org = getattr(reader, "org", None)
-    return reader.org_id == finding.org_id or (
-        org is not None and org.slug in version.compartment.split()
-    )
-
-
 def history(finding: Finding, reader: Any) -> list[HistoryEntry]:
     """Every edit, newest first, with a diff of the body it changed; versions the reader
     may not read (older, more restricted ones) are withheld, never diffed."""
@@ -638,7 +617,7 @@ def history(finding: Finding, reader: Any) -> list[HistoryEntry]:
     current = Version(finding.title, finding.body, finding.level, _compartment_slugs(finding))
     versions = [Version(r.old_title, r.old_body, r.old_level, r.old_compartment)
                 for r in revisions] + [current]
-    shown = [v if _version_readable(reader, v, finding) else
+    shown = [v if access.can_read_version(reader, finding, v.level, v.compartment) else
              Version(WITHHELD, "", v.level, "") for v in versions]
     entries: list[HistoryEntry] = []
     for i, rev in enumerate(revisions):

@@ -1,6 +1,8 @@
 // Attachments on the finding page: drag and drop or pick several files; each is sent
 // as the raw request body (no form encoding, so the server can stream-encrypt it) with
-// a progress bar. Files go one after another; the page reloads when all are done.
+// a progress bar. Files go one after another. When all are stored the page reloads to
+// list them; when some were refused it stays, so their messages remain readable, and
+// offers to refresh the list.
 (function () {
   "use strict";
 
@@ -21,6 +23,7 @@
     var queue = [];
     var busy = false;
     var uploaded = 0;
+    var failed = 0;
 
     function addRow(file) {
       var li = document.createElement("li");
@@ -41,6 +44,7 @@
     }
 
     function fail(row, message) {
+      failed += 1;
       row.li.classList.add("upload-failed");
       row.bar.value = 0;
       row.status.textContent = message;
@@ -50,7 +54,7 @@
       if (busy) { return; }
       var item = queue.shift();
       if (!item) {
-        if (uploaded > 0) { window.location.reload(); }
+        if (uploaded > 0 && failed === 0) { window.location.reload(); } else if (uploaded > 0) { summarize(); }
         return;
       }
       busy = true;
@@ -91,12 +95,30 @@
       xhr.send(item.file);
     }
 
+    // Some files stored, some refused: say so and let the user refresh the list when
+    // they have read why.
+    function summarize() {
+      var old = zone.querySelector(".upload-summary");
+      if (old) { old.parentNode.removeChild(old); }
+      var p = document.createElement("p");
+      p.className = "upload-summary";
+      p.setAttribute("role", "status");
+      p.textContent = uploaded + " stored, " + failed + " not stored (see above). ";
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "secondary";
+      button.textContent = "Show the stored files";
+      button.addEventListener("click", function () { window.location.reload(); });
+      p.appendChild(button);
+      zone.appendChild(p);
+    }
+
     function addFiles(files) {
       for (var i = 0; i < files.length; i += 1) {
         var file = files[i];
         var row = addRow(file);
         if (file.size === 0) { fail(row, "the file is empty (folders cannot be uploaded)"); continue; }
-        if (file.size > maxBytes) { fail(row, "larger than " + limitText); continue; }
+        if (file.size > maxBytes) { fail(row, "The file is larger than " + limitText + "; it was not sent."); continue; }
         queue.push({ file: file, row: row });
       }
       next();
@@ -106,11 +128,19 @@
       addFiles(input.files);
       input.value = "";
     });
-    zone.addEventListener("dragover", function (e) {
+    // Cancelling dragenter and dragover makes the zone a drop target (HTML drag and drop).
+    function over(e) {
       e.preventDefault();
+      if (e.dataTransfer) { e.dataTransfer.dropEffect = "copy"; }
       zone.classList.add("dragging");
+    }
+    zone.addEventListener("dragenter", over);
+    zone.addEventListener("dragover", over);
+    zone.addEventListener("dragleave", function (e) {
+      // Moving onto a child of the zone is not leaving it.
+      if (e.relatedTarget && zone.contains(e.relatedTarget)) { return; }
+      zone.classList.remove("dragging");
     });
-    zone.addEventListener("dragleave", function () { zone.classList.remove("dragging"); });
     zone.addEventListener("drop", function (e) {
       e.preventDefault();
       zone.classList.remove("dragging");

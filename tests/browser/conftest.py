@@ -46,18 +46,24 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture
-def live_server(app, migrated, instance_dir) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """Serve a second app instance (same database) on a free port."""
+def live_app(app, migrated, instance_dir) -> Iterator[tuple[str, object]]:  # type: ignore[no-untyped-def]
+    """Serve a second app instance (same database) on a free port: its URL and the app
+    (a test may swap its policy, as an operator editing policies/ and restarting would)."""
     served = make_app(migrated, instance_dir)
     server = make_server("127.0.0.1", 0, served, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        yield f"http://127.0.0.1:{server.server_port}", served
     finally:
         server.shutdown()
         thread.join(timeout=10)
         served.extensions["enclave.engine"].dispose()
+
+
+@pytest.fixture
+def live_server(live_app) -> str:  # type: ignore[no-untyped-def]
+    return live_app[0]
 
 
 @pytest.fixture

@@ -3,22 +3,20 @@ once on the drop zone each get a progress bar, are stored, listed with their exa
 and SHA-256, and download back byte for byte through the page's links; a file over the
 level's cap is refused with a message on the page and nothing is stored, whether the
 page refuses it before sending (the cap it was given) or the server does (the cap was
-lowered after the page was loaded). Screenshots in test-artifacts/upload/."""
+lowered after the page was loaded: ``live_app`` hands over the served app, whose policy
+the test swaps). Screenshots in test-artifacts/upload/."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 import shutil
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from app import state
 from app.attachments.models import Attachment
@@ -33,28 +31,11 @@ from tests.browser.widgets import (
     recorded_uploads,
     sign_in,
 )
-from tests.conftest import make_app
 from tests.factories import make_finding, make_org, make_user, totp_now
 
 pytestmark = pytest.mark.browser
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def live_app(app, migrated, instance_dir) -> Iterator[tuple[str, Any]]:  # type: ignore[no-untyped-def]
-    """Like conftest's ``live_server``, also handing over the served app (whose policy a
-    test may swap, as an operator changing policies/ and restarting would)."""
-    served = make_app(migrated, instance_dir)
-    server = make_server("127.0.0.1", 0, served, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", served
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        served.extensions["enclave.engine"].dispose()
 
 
 def one_mib_policy(tmp_path: Path) -> Any:

@@ -219,6 +219,8 @@ def test_api_search_is_limited_per_user_and_shares_the_page_budget(app):
         assert api_search(client, ada_tokens[n % 2]).status_code == 200
     assert refused(api_search(client, ada_tokens[0]), api=True)
     assert refused(api_search(client, ada_tokens[1]), api=True)  # per user, not per token
+    spec = client.get("/api/v1/openapi.json").json
+    assert "429" in spec["paths"]["/findings"]["get"]["responses"]  # documented
     # a plain list (no query) is not a search
     assert client.get("/api/v1/findings", headers=ada_tokens[0]).status_code == 200
     assert api_search(client, bearer(bob)).status_code == 200

@@ -80,6 +80,9 @@ class Settings:
     min_password_length: int
     login_limit: str
     api_limit: str
+    password_reset_minutes: int
+    reset_limit: str
+    search_limit: str
     secure_cookies: bool
     proxy_count: int
     max_body_chars: int = 100_000
@@ -119,6 +122,11 @@ def load_settings(overrides: dict[str, object] | None = None) -> Settings:
         "min_password_length": _env_int("MIN_PASSWORD_LENGTH", 12),
         "login_limit": _env("LOGIN_LIMIT", "10 per minute;50 per hour"),
         "api_limit": _env("API_LIMIT", "600 per minute"),
+        "password_reset_minutes": _env_int("PASSWORD_RESET_MINUTES", 60),
+        # per client address and per e-mail address: a reset request sends e-mail
+        "reset_limit": _env("RESET_LIMIT", "5 per hour"),
+        # per signed-in user (API: per token's user), else per address
+        "search_limit": _env("SEARCH_LIMIT", "30 per minute"),
         "secure_cookies": _env_bool("SECURE_COOKIES", env == "production"),
         "proxy_count": _env_int("PROXY_COUNT", 0),
         "max_body_chars": _env_int("MAX_BODY_CHARS", 100_000),
@@ -144,6 +152,8 @@ def _validate(settings: Settings) -> None:
                 "ENCLAVE_KEYRING must name an existing keyring file")
         if problems:
             raise ConfigError("production settings refused: " + "; ".join(problems))
+    if settings.password_reset_minutes < 1:
+        raise ConfigError("ENCLAVE_PASSWORD_RESET_MINUTES must be at least 1")
     if settings.min_password_length < 8:
         raise ConfigError("ENCLAVE_MIN_PASSWORD_LENGTH must be at least 8")
 

@@ -2,7 +2,7 @@
 
 from app.attachments.models import Attachment
 from app.audit import AuditEntry
-from app.auth.models import ApiToken, Invitation, RecoveryCode, User
+from app.auth.models import ApiToken, Invitation, PasswordReset, RecoveryCode, User
 from app.findings.models import (
     Category,
     Finding,
@@ -29,7 +29,7 @@ from app.review.models import (
 __all__ = [
     "ApiToken", "Attachment", "AuditEntry", "Category", "Finding", "FindingOrg", "FindingRead",
     "FindingRevision", "Invitation", "NdaAcknowledgement", "Notification", "OrgDomain",
-    "Organization", "RecoveryCode", "Reply", "User", "Watch",
+    "Organization", "PasswordReset", "RecoveryCode", "Reply", "User", "Watch",
     "ConflictDeclaration", "Escalation", "Flag", "OrgAffiliation", "RequestAttachment",
     "Review", "ReviewComment", "ReviewEvent", "ReviewRequest",
 ]

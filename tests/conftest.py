@@ -53,6 +53,8 @@ def make_app(database_url: str, instance_dir: Path, **overrides: Any) -> Flask:
         "secret_key": "test-secret-key-" + "x" * 32,
         "login_limit": "1000 per minute",
         "api_limit": "10000 per minute",
+        "reset_limit": "1000 per minute",
+        "search_limit": "10000 per minute",
     }
     settings.update(overrides)
     app = create_app(settings)

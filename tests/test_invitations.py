@@ -389,3 +389,42 @@ def test_old_password_of_nobody_does_not_sign_in(app, world):
     guest = app.test_client()
     accept(guest, f"/invite/{new.token}", username="pw")
     assert post_login(guest, "pw@acme.example", PASSWORD).status_code == 401
+
+
+# ---------------------------------------------------------------- the grant must still stand
+
+def test_an_invitation_from_a_since_disabled_inviter_is_refused(app, world):
+    new = users.invite(world["acme_admin"], world["acme"], "orphan@acme.example", "network")
+    users.set_active(None, world["acme_admin"], False)
+    guest = app.test_client()
+    link = f"/invite/{new.token}"
+    page = guest.get(link)
+    assert page.status_code == 404
+    assert "the account that sent it has been disabled" in text(page)
+    response = accept(guest, link, csrf_page="/login")
+    assert response.status_code == 404
+    assert "has been disabled" in text(response)
+    assert db.scalar(select(User).where(User.email == "orphan@acme.example")) is None
+    assert reload_invitation(new.invitation).used_at is None
+    with pytest.raises(NotFound):
+        users.accept_invitation(new.token, username="orphan", display_name="Or Phan",
+                                password=NEW_PASSWORD)
+    # The inviter back in good standing: the invitation works again.
+    users.set_active(None, reload(world["acme_admin"]), True)
+    assert accept(guest, link, username="orphan").status_code == 302
+
+
+@pytest.mark.parametrize("status", ["suspended", "pending"])
+def test_an_invitation_into_an_org_no_longer_trusted_is_refused(app, world, status):
+    new = users.invite(world["admin"], world["acme"], "lapsed@acme.example", "network")
+    orgs.set_status(None, world["acme"], status)
+    guest = app.test_client()
+    link = f"/invite/{new.token}"
+    page = guest.get(link)
+    assert page.status_code == 404
+    assert "Acme Research is not currently trusted on Enclave" in text(page)
+    response = accept(guest, link, csrf_page="/login")
+    assert response.status_code == 404
+    assert db.scalar(select(User).where(User.email == "lapsed@acme.example")) is None
+    assert reload_invitation(new.invitation).used_at is None
+    assert not actions("invitation_accepted")

@@ -72,6 +72,8 @@ PUBLIC_ENDPOINTS: dict[str, str] = {
     "auth.second_factor": "second step of sign-in (needs a pending sign-in)",
     "auth.logout": "sign-out (POST only, CSRF-checked)",
     "auth.accept_invitation": "invitation link (needs the token)",
+    "auth.forgot_password": "password reset request (one answer for every address)",
+    "auth.reset_password": "password reset link (needs the token)",
     "public.index": "released findings",
     "public.show": "a released finding (unreleased ids 404)",
     "public.download": "a released file (anything else 404)",
@@ -118,6 +120,7 @@ class World:
     plaintext_tokens: dict[str, str] = field(default_factory=dict)
     affiliation: int = 0
     invitation: str = ""
+    reset_token: str = ""
     category: str = "circuits"
     canaries: dict[str, Vis] = field(default_factory=dict)
     finding_of_request: dict[str, str] = field(default_factory=dict)
@@ -328,6 +331,10 @@ def build_world(world: World) -> dict[str, User]:
         world.affiliation = aff.id
         world.invitation = users.invite(u["admin"], north, "invitee@north.example", "network",
                                         "member").token
+        reset_mail = users.request_password_reset(u["admin"].email)
+        assert reset_mail is not None
+        world.reset_token = re.search(r"/reset/([A-Za-z0-9_-]+)",
+                                      reset_mail.get_content()).group(1)
 
     # API tokens (before standing changes, so that they exist and must stop working)
     for key in PRINCIPALS:
@@ -639,6 +646,10 @@ PUBLIC_ROUTES: dict[str, R] = {
     "auth.second_factor": R(("GET", "POST"), gate="public"),
     "auth.logout": R(("POST",), gate="public"),
     "auth.accept_invitation": R(("GET", "POST"), target="invitation", gate="public"),
+    "auth.forgot_password": R(("GET", "POST"), gate="public", form={"email": "x@north.example"}),
+    "auth.reset_password": R(("GET", "POST"), target="reset", gate="public",
+                             form={"password": "harbour-violet-tundra-anchor",
+                                   "confirm": "harbour-violet-tundra-anchor"}),
     "public.index": R(("GET",), gate="public"),
     "public.show": R(("GET",), target="public_item", gate="read"),
     "public.download": R(("GET",), target="public_file", gate="read"),
@@ -703,6 +714,8 @@ def _targets(kind: str, rule: Rule, world: World) -> list[Target]:
         return [Target({"id" if "id" in args else "affiliation_id": world.affiliation})]
     if kind == "invitation":
         return [Target({"token": world.invitation})]
+    if kind == "reset":
+        return [Target({"token": world.reset_token})]
     if kind == "static":
         return [Target({"filename": "enclave.css"})]
     raise AssertionError(kind)  # pragma: no cover

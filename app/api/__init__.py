@@ -58,7 +58,9 @@ def _authenticate() -> None:
     g.api_user = user
 
 
-limiter.limit(lambda: state.settings().api_limit, key_func=_rate_key)(bp)
+# One budget per token (or address) for the whole API, not one per endpoint.
+limiter.shared_limit(lambda: state.settings().api_limit, scope="api",
+                     key_func=_rate_key)(bp)
 
 NUL_MESSAGE = "The request contains a NUL character, which Enclave does not accept."
 

@@ -11,6 +11,7 @@ from app import state
 from app.api import api_user, bp, field, json_body, page_json
 from app.attachments import service as attachments
 from app.errors import Forbidden, ServiceError
+from app.extensions import limiter, not_a_search, search_limit, user_or_address
 from app.findings import search as search_service
 from app.findings import service
 from app.findings.models import Category, Finding
@@ -98,6 +99,9 @@ def categories() -> Any:
 
 
 @bp.get("/findings")
+# one search budget per user, shared with the search page; the API limit still applies
+@limiter.shared_limit(search_limit, scope="search", key_func=user_or_address,
+                      exempt_when=not_a_search, override_defaults=False)
 def finding_list() -> Any:
     user = api_user()
     category, level = _filters()

@@ -92,6 +92,9 @@ def operation(method: str, path: str, summary: str, *, response: dict[str, Any] 
     for code in errors:
         op["responses"][code] = {"description": "Error", "content": {
             "application/json": {"schema": ref("Error")}}}
+    # every endpoint counts against ENCLAVE_API_LIMIT (searches also ENCLAVE_SEARCH_LIMIT)
+    op["responses"]["429"] = {"description": "Too many requests (see Retry-After)",
+                              "content": {"application/json": {"schema": ref("Error")}}}
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     if raw_body:

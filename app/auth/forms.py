@@ -30,6 +30,15 @@ class ChangePasswordForm(FlaskForm):
     confirm = PasswordField("Repeat new password", validators=[DataRequired(), SAME_AS_PASSWORD])
 
 
+class ForgotPasswordForm(FlaskForm):
+    email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
+
+
+class ResetPasswordForm(FlaskForm):
+    password = PasswordField("New password", validators=[DataRequired(), Length(max=1024)])
+    confirm = PasswordField("Repeat new password", validators=[DataRequired(), SAME_AS_PASSWORD])
+
+
 class MfaConfirmForm(FlaskForm):
     code = StringField("6-digit code", validators=[DataRequired(), Length(max=12)])
 

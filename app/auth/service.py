@@ -8,13 +8,15 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from email.message import EmailMessage
+from email.utils import formataddr, make_msgid
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select, update
 
 from app import access, audit, state
 from app.auth import mfa
-from app.auth.models import ApiToken, Invitation, Role, User
+from app.auth.models import ApiToken, Invitation, PasswordReset, Role, User
 from app.auth.passwords import (
     check_password_strength,
     hash_password,
@@ -139,6 +141,112 @@ def change_password(user: User, current: str, new: str) -> None:
     end_all_sessions(user)
     audit.record("password_changed", actor=user, target_type="user", target_id=user.id)
     db.commit()
+
+
+# ---------------------------------------------------------------- password reset
+
+RESET_INVALID = "This password reset link is invalid or has expired. Ask for a new one."
+
+
+def request_password_reset(email: str) -> EmailMessage | None:
+    """Start a reset for ``email``: the e-mail to send, or None when the address has no
+    active account in a trusted organization. The caller answers the same either way,
+    and both paths do the same database work (a lookup, an audit entry, a commit).
+
+    A new request supersedes the user's earlier links."""
+    raw = " ".join((email or "").split())[:254]
+    user = get_user_by_email(raw) if raw else None
+    problem = _standing_problem(user) if user is not None else "no such account"
+    if user is None or problem:
+        audit.record("password_reset_requested", actor=user or raw, target_type="user",
+                     target_id=user.id if user else "", sent=False, reason=problem)
+        db.commit()
+        return None
+    now = utcnow()
+    db.execute(update(PasswordReset)
+               .where(PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None),
+                      PasswordReset.revoked_at.is_(None))
+               .values(revoked_at=now))
+    token = secrets.token_urlsafe(32)
+    minutes = state.settings().password_reset_minutes
+    reset = PasswordReset(user_id=user.id, token_hash=sha256_hex(token), created_at=now,
+                          expires_at=now + timedelta(minutes=minutes))
+    db.add(reset)
+    db.flush()
+    audit.record("password_reset_requested", actor=user, target_type="user",
+                 target_id=user.id, sent=True, reset=reset.id)
+    db.commit()
+    return _reset_message(user, token, minutes)
+
+
+def _reset_message(user: User, token: str, minutes: int) -> EmailMessage:
+    from app.notifications.mail import sender_address
+
+    link = f"{state.settings().base_url.rstrip('/')}/reset/{token}"
+    msg = EmailMessage()
+    msg["From"] = sender_address()
+    msg["To"] = formataddr((user.display_name, user.email))
+    msg["Subject"] = "[Enclave] Reset your password"
+    msg["Message-ID"] = make_msgid(domain="enclave.invalid")
+    msg.set_content("\n".join([
+        "Someone (we hope you) asked to reset the password of your Enclave account.",
+        "",
+        f"Choose a new password here (the link works once, for {minutes} minutes):",
+        link,
+        "",
+        "Resetting signs out all your sessions. Two-factor authentication stays on: "
+        "you still need your authenticator app to sign in.",
+        "",
+        "If you did not ask for this, ignore this e-mail; your password is unchanged.",
+    ]))
+    return msg
+
+
+def find_password_reset(token: str) -> PasswordReset:
+    """The live reset for ``token``, or NotFound with one message for every reason
+    (unknown, used, superseded, expired, account no longer in good standing)."""
+    wanted = sha256_hex(token or "")
+    reset = db.scalar(select(PasswordReset).where(PasswordReset.token_hash == wanted))
+    if (reset is None or not hmac.compare_digest(reset.token_hash, wanted)
+            or reset.used_at is not None or reset.revoked_at is not None
+            or reset.expires_at <= utcnow()):
+        raise NotFound(RESET_INVALID)
+    user = db.get(User, reset.user_id)
+    if user is None or _standing_problem(user):
+        raise NotFound(RESET_INVALID)
+    return reset
+
+
+def complete_password_reset(token: str, password: str) -> User:
+    """Set a new password through a reset link: the link is used up, every session of
+    the user ends, other open links are voided. Two-factor authentication stays on."""
+    reset = find_password_reset(token)
+    user = db.get(User, reset.user_id)
+    assert user is not None  # find_password_reset checked it
+    check_password_strength(password, min_length=state.settings().min_password_length,
+                            user_inputs=[user.email, user.username, user.display_name])
+    now = utcnow()
+    # Claim the link atomically: of two concurrent uses, only the first gets the row.
+    claimed = db.execute(
+        update(PasswordReset)
+        .where(PasswordReset.id == reset.id, PasswordReset.used_at.is_(None),
+               PasswordReset.revoked_at.is_(None), PasswordReset.expires_at > now)
+        .values(used_at=now)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        db.rollback()
+        raise NotFound(RESET_INVALID)
+    db.execute(update(PasswordReset)
+               .where(PasswordReset.user_id == user.id, PasswordReset.id != reset.id,
+                      PasswordReset.used_at.is_(None), PasswordReset.revoked_at.is_(None))
+               .values(revoked_at=now))
+    user.password_hash = hash_password(password)
+    user.password_changed_at = now
+    end_all_sessions(user)
+    audit.record("password_reset_completed", actor=user, target_type="user",
+                 target_id=user.id, reset=reset.id)
+    db.commit()
+    return user
 
 
 # ---------------------------------------------------------------- 2FA enrolment
@@ -289,6 +397,16 @@ def find_invitation(token: str) -> Invitation:
         raise NotFound("This invitation link was already used. Sign in instead.")
     if invitation.expires_at <= utcnow():
         raise NotFound("This invitation link has expired. Ask for a new one.")
+    # The grant stands only while whoever made it still could: a disabled inviter's or
+    # an untrusted organization's invitations are refused.
+    if invitation.org.status != OrgStatus.TRUSTED.value:
+        raise NotFound(f"This invitation can no longer be used: {invitation.org.name} is not "
+                       "currently trusted on Enclave.")
+    if invitation.invited_by_id is not None:
+        inviter = db.get(User, invitation.invited_by_id)
+        if inviter is None or not inviter.is_active:
+            raise NotFound("This invitation can no longer be used: the account that sent it "
+                           "has been disabled. Ask your organization for a new invitation.")
     return invitation
 
 

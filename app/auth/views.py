@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import logging
 import time
+from email.message import EmailMessage
 from typing import Any
 
 from flask import (
@@ -22,9 +24,11 @@ from app.auth.forms import (
     AcceptInvitationForm,
     ChangePasswordForm,
     EmptyForm,
+    ForgotPasswordForm,
     LoginForm,
     MfaConfirmForm,
     MfaDisableForm,
+    ResetPasswordForm,
     SecondFactorForm,
     TokenForm,
 )
@@ -37,6 +41,7 @@ from app.sessions import sessions_available
 from app.web import form_error, member_required, safe_next
 
 bp = Blueprint("auth", __name__, template_folder="templates")
+log = logging.getLogger("enclave.auth")
 
 PENDING_2FA_SECONDS = 300
 
@@ -47,6 +52,10 @@ def _login_limit() -> str:
 
 def _account_key() -> str:
     return "account:" + (request.form.get("email") or "").strip().lower()[:254]
+
+
+def _reset_limit() -> str:
+    return state.settings().reset_limit
 
 
 def _pending_key() -> str:
@@ -168,6 +177,70 @@ def accept_invitation(token: str) -> Any:
             return redirect(url_for("auth.login"))
     status = 400 if form.errors else 200
     return render_template("auth/accept.html", form=form, invitation=invitation), status
+
+
+RESET_SENT = ("If that address belongs to an active Enclave account, we sent it a link to "
+              "choose a new password. Check your inbox (and spam folder); the link works "
+              "once and expires soon.")
+
+
+def _send_after_response(response: Any, msg: EmailMessage) -> None:
+    """Send the e-mail once the answer has gone out (the WSGI server closes the response
+    after the last byte), so that whether an account exists does not show in the time
+    the answer takes, and a slow mail server does not hold up the page."""
+    settings = state.settings()
+    smtp_url, outbox = settings.smtp_url, settings.instance_path / "outbox"
+
+    def send() -> None:
+        from app.notifications.mail import deliver_message
+
+        try:
+            deliver_message(msg, "password-reset", smtp_url=smtp_url, outbox=outbox)
+        except Exception:  # noqa: BLE001 - the answer is already sent; log and go on
+            log.exception("could not send a password reset e-mail")
+
+    response.call_on_close(send)
+
+
+@bp.route("/forgot", methods=["GET", "POST"])
+@limiter.limit(_reset_limit, methods=["POST"])
+@limiter.limit(_reset_limit, methods=["POST"], key_func=_account_key)
+def forgot_password() -> Any:
+    if current_user.is_authenticated:
+        return redirect(url_for("auth.account"))
+    form = ForgotPasswordForm()
+    if form.validate_on_submit():
+        msg = service.request_password_reset(form.email.data or "")
+        flash(RESET_SENT, "info")
+        response = redirect(url_for("auth.login"))
+        if msg is not None:
+            _send_after_response(response, msg)
+        return response
+    return render_template("auth/forgot.html", form=form), 400 if form.errors else 200
+
+
+@bp.route("/reset/<token>", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"])
+def reset_password(token: str) -> Any:
+    try:
+        service.find_password_reset(token)
+    except ServiceError as exc:
+        return render_template("auth/reset_invalid.html", message=exc.message), 404
+    form = ResetPasswordForm()
+    if form.validate_on_submit():
+        try:
+            service.complete_password_reset(token, form.password.data or "")
+        except ServiceError as exc:
+            if exc.status == 404:  # used or expired meanwhile
+                return render_template("auth/reset_invalid.html", message=exc.message), 404
+            form_error(exc, form)
+        else:
+            logout_user()
+            session.clear()
+            flash("Your password is changed and all your sessions were signed out. "
+                  "Sign in with the new password.", "success")
+            return redirect(url_for("auth.login"))
+    return render_template("auth/reset.html", form=form), 400 if form.errors else 200
 
 
 @bp.route("/account", methods=["GET", "POST"])

@@ -12,6 +12,7 @@ from app.auth.forms import EmptyForm
 from app.auth.models import Role
 from app.db import db
 from app.errors import ServiceError
+from app.extensions import limiter, not_a_search, search_limit, user_or_address
 from app.findings import search as search_service
 from app.findings import service
 from app.findings.forms import (
@@ -92,6 +93,8 @@ def by_level(key: str) -> Any:
 
 @bp.get("/search")
 @member_required
+@limiter.shared_limit(search_limit, scope="search", key_func=user_or_address,
+                      exempt_when=not_a_search)
 def search() -> Any:
     q = request.args.get("q", "")
     results = None

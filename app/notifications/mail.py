@@ -87,11 +87,24 @@ def send(note: Notification) -> bool:
         return False
     msg = build_message(note, recipient, finding)
     settings = state.settings()
-    if settings.smtp_url:
-        _send_smtp(settings.smtp_url, msg)
-    else:
-        write_outbox(settings.instance_path / "outbox", msg, note)
+    deliver_message(msg, f"{note.id}-{note.kind}", smtp_url=settings.smtp_url,
+                    outbox=settings.instance_path / "outbox")
     return True
+
+
+def sender_address() -> str:
+    """The From address: ``?from=`` of ENCLAVE_SMTP_URL, else no-reply at the site's host."""
+    return _from_address(parse_qs(urlsplit(state.settings().smtp_url or "").query))
+
+
+def deliver_message(msg: EmailMessage, label: str, *, smtp_url: str | None,
+                    outbox: Path) -> None:
+    """Send one message: SMTP when ``smtp_url`` is set, otherwise a file in ``outbox``.
+    Needs no app context, so it can run after the response was sent."""
+    if smtp_url:
+        _send_smtp(smtp_url, msg)
+    else:
+        write_outbox(outbox, msg, label)
 
 
 def _send_smtp(url: str, msg: EmailMessage) -> None:
@@ -116,10 +129,10 @@ def _send_smtp(url: str, msg: EmailMessage) -> None:
         server.send_message(msg)
 
 
-def write_outbox(folder: Path, msg: EmailMessage, note: Notification) -> Path:
-    """Write the message atomically as ``<time>-<id>.eml`` (readable by the owner only)."""
+def write_outbox(folder: Path, msg: EmailMessage, label: str) -> Path:
+    """Write the message atomically as ``<time>-<label>.eml`` (readable by the owner only)."""
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    name = f"{utcnow():%Y%m%dT%H%M%S%f}-{note.id}-{note.kind}.eml"
+    name = f"{utcnow():%Y%m%dT%H%M%S%f}-{label}.eml"
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".eml")
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -119,11 +119,24 @@ class Tally:
 # ------------------------------------------------------------------ set-up
 
 
+def forget_old_uploads(url: str) -> int:
+    """Attachments of earlier soak runs: their keys went with that run's keyring, and the
+    app refuses to start on a database whose attachments its keyring cannot open."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            return int(conn.execute(text(
+                "DELETE FROM attachments WHERE filename LIKE 'soak-%'")).rowcount)
+    finally:
+        engine.dispose()
+
+
 def prepare(app: Any, accounts: list[tuple[str, str, str]], run: str, sample: int
             ) -> dict[str, Any]:
-    """API tokens for the users, readable findings for each clearance, the categories;
-    attachments of earlier soak runs removed (their keyring is gone)."""
-    from sqlalchemy import func, select, text
+    """API tokens for the users, readable findings for each clearance, the categories."""
+    from sqlalchemy import func, select
 
     from app import access
     from app.auth.models import User as UserModel
@@ -132,9 +145,6 @@ def prepare(app: Any, accounts: list[tuple[str, str, str]], run: str, sample: in
     from app.findings.models import Category, Finding
 
     with app.app_context():
-        gone = db.execute(text(
-            "DELETE FROM attachments WHERE filename LIKE 'soak-%'")).rowcount  # type: ignore[attr-defined]
-        db.commit()
         tokens: dict[str, str] = {}
         readable: dict[str, list[int]] = {}
         for email, clearance, _ in accounts:
@@ -146,8 +156,7 @@ def prepare(app: Any, accounts: list[tuple[str, str, str]], run: str, sample: in
                 readable[clearance] = list(ids)
         categories = list(db.scalars(select(Category.slug).order_by(Category.id)))
         db.commit()
-    return {"tokens": tokens, "readable": readable, "categories": categories,
-            "old_soak_attachments_removed": gone}
+    return {"tokens": tokens, "readable": readable, "categories": categories}
 
 
 # ------------------------------------------------------------------ the load
@@ -553,6 +562,7 @@ def main() -> int:
     from app import create_app
 
     run = secrets.token_hex(3)
+    removed = forget_old_uploads(url)
     folder = Path(tempfile.mkdtemp(prefix="enclave-soak-"))
     instance = folder / "instance"
     secret_key = secrets.token_urlsafe(48)
@@ -669,7 +679,7 @@ def main() -> int:
                                            "initial_workers": initial_workers,
                                            "samples": sampler.samples},
               "server_alive_at_end": server_alive,
-              "old_soak_attachments_removed": setup["old_soak_attachments_removed"]}
+              "old_soak_attachments_removed": removed}
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"soak-{started:%Y%m%dT%H%M%SZ}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")

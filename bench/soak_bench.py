@@ -28,9 +28,10 @@ recycles workers after ``max_requests``; the recycles are counted and reported).
 
 Results are printed with the machine and date and written as JSON to
 bench/results/soak-<timestamp>.json. Sessions and rate limits use Redis database 11
-(emptied first); the server's instance folder (keyring, encrypted blobs) is temporary,
-so attachments left by an earlier soak run are removed from the database first (their
-keys went with that run's keyring).
+(emptied first). The server's instance folder (keyring, encrypted blobs) is temporary,
+so the run's attachment rows are deleted from the database when it ends (and any left
+by a killed run when it starts): the app refuses to start on attachments its keyring
+cannot open. The findings and replies it posted stay (marked ``soak-<run>``).
 """
 
 from __future__ import annotations
@@ -119,9 +120,11 @@ class Tally:
 # ------------------------------------------------------------------ set-up
 
 
-def forget_old_uploads(url: str) -> int:
-    """Attachments of earlier soak runs: their keys went with that run's keyring, and the
-    app refuses to start on a database whose attachments its keyring cannot open."""
+def forget_soak_uploads(url: str) -> int:
+    """Remove the soak's attachment rows: their keys go with the run's temporary keyring,
+    and the app refuses to start on a database whose attachments its keyring cannot open
+    (other benchmarks share the database). Run at the end, and at the start in case an
+    earlier run was killed."""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(url)
@@ -562,7 +565,7 @@ def main() -> int:
     from app import create_app
 
     run = secrets.token_hex(3)
-    removed = forget_old_uploads(url)
+    removed = forget_soak_uploads(url)
     folder = Path(tempfile.mkdtemp(prefix="enclave-soak-"))
     instance = folder / "instance"
     secret_key = secrets.token_urlsafe(48)
@@ -629,6 +632,7 @@ def main() -> int:
     finally:
         if server is not None:
             server.stop()
+        forget_soak_uploads(url)
 
     summary = summarize(soak.tallies, elapsed)
     memory = flatness(sampler.samples, args.warmup, elapsed)

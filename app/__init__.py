@@ -7,6 +7,7 @@ import secrets
 from typing import Any
 
 from flask import Flask, g, request, session
+from sqlalchemy.exc import DBAPIError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
@@ -99,9 +100,11 @@ def _init_extensions(app: Flask, settings: Settings) -> None:
     from app.extensions import csrf, limiter, login_manager
     from app.ops import install_metrics
     from app.sessions import init_sessions
+    from app.web import install_retry_after_guard
 
     init_sessions(app, settings.redis_url, settings.session_absolute_hours)
     install_metrics(app)
+    install_retry_after_guard(app)  # before the limiter, so that it runs after it
     csrf.init_app(app)
     limiter.init_app(app)
     login_manager.init_app(app)
@@ -167,11 +170,22 @@ def _register_hooks(app: Flask, settings: Settings) -> None:
     @app.teardown_request
     def _end_transaction(_exc: BaseException | None) -> None:
         # Nothing uncommitted outlives a request, and objects are re-read next time.
-        db.rollback()
+        # The connection may die after the answer was ready (PostgreSQL restarting):
+        # the answer stands (what it reports was committed or only read), and the pool
+        # drops the dead connection; raising here turned it into a bare 500.
+        try:
+            db.rollback()
+        except DBAPIError as exc:
+            log.warning("rollback at the end of the request failed: %s",
+                        str(exc.orig or exc).strip()[:300])
 
     @app.teardown_appcontext
     def _remove_session(_exc: BaseException | None) -> None:
-        db.remove()
+        try:
+            db.remove()
+        except DBAPIError as exc:
+            log.warning("closing the database session failed: %s",
+                        str(exc.orig or exc).strip()[:300])
 
     install_web_hooks(app, settings)
     _ = session  # imported for hooks defined in app.web

@@ -59,6 +59,12 @@ def configure_logging(json_logs: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     root.propagate = False
+    # Flask-Limiter's own warnings (its storage unreachable, falling back to per-process
+    # memory) go to the same lines, with the request id, instead of bare stderr text.
+    limiter_log = logging.getLogger("flask-limiter")
+    limiter_log.handlers[:] = [handler]
+    limiter_log.setLevel(logging.WARNING)
+    limiter_log.propagate = False
 
 
 def install_metrics(app: Flask) -> None:

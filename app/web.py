@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from flask import (
     Flask,
     abort,
+    current_app,
     flash,
     g,
     jsonify,
@@ -24,6 +25,7 @@ from flask import (
 )
 from flask_login import current_user, logout_user
 from flask_wtf.csrf import CSRFError
+from markupsafe import escape
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -52,6 +54,21 @@ def json_error(status: int, code: str, message: str, **extra: Any) -> Any:
     response = jsonify({"error": body})
     response.status_code = status
     return response
+
+
+def install_retry_after_guard(app: Flask) -> None:
+    """Keep the Retry-After a handler chose (the database 503's 5 seconds).
+
+    Flask-Limiter's after-request hook rewrites Retry-After on every rate-limited response
+    to the end of its window (up to a minute), which told API clients to wait a minute
+    after a database restart. Registered before the limiter, this hook runs after it."""
+
+    @app.after_request
+    def _keep_retry_after(response: Any) -> Any:
+        wanted = g.get("retry_after")
+        if wanted:
+            response.headers["Retry-After"] = wanted
+        return response
 
 
 def install_web_hooks(app: Flask, settings: Settings) -> None:
@@ -94,7 +111,7 @@ def install_web_hooks(app: Flask, settings: Settings) -> None:
         h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         if request.is_secure:
             h.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
-        if current_user.is_authenticated or request.path.startswith("/api/"):
+        if request.path.startswith("/api/") or _signed_in_or_unknown():
             h["Cache-Control"] = "no-store"
         h["X-Request-Id"] = getattr(g, "request_id", "")
         return response
@@ -124,7 +141,7 @@ def install_web_hooks(app: Flask, settings: Settings) -> None:
         if isinstance(exc, MfaRequired):
             flash(exc.message, "warning")
             return redirect(url_for("auth.mfa_setup"))
-        return render_template("error.html", status=exc.status, message=exc.message), exc.status
+        return _error_page(exc.status, exc.message)
 
     @app.errorhandler(CSRFError)
     def _csrf_error(exc: CSRFError) -> Any:
@@ -152,7 +169,7 @@ def install_web_hooks(app: Flask, settings: Settings) -> None:
                      404: "not_found", 405: "method_not_allowed", 413: "too_large",
                      415: "unsupported_media_type", 429: "rate_limited"}
             return json_error(status, codes.get(status, "http_error"), message)
-        return render_template("error.html", status=status, message=message), status
+        return _error_page(status, message)
 
     @app.errorhandler(DBAPIError)
     def _database_error(exc: DBAPIError) -> Any:
@@ -167,6 +184,7 @@ def install_web_hooks(app: Flask, settings: Settings) -> None:
 
         with contextlib.suppress(Exception):  # the connection is gone; the pool drops it
             db.rollback()
+        _anonymous_for_this_request()
         log.warning("database unavailable (request id %s): %s",
                     getattr(g, "request_id", "-"), str(exc.orig or exc).strip()[:300])
         message = ("The database is unavailable for a moment, so this request was not "
@@ -174,27 +192,61 @@ def install_web_hooks(app: Flask, settings: Settings) -> None:
         if wants_json():
             response = json_error(503, "database_unavailable", message)
         else:
-            try:
-                response = make_response(
-                    render_template("error.html", status=503, message=message), 503)
-            except Exception:  # noqa: BLE001 - the page itself may need the database
-                with contextlib.suppress(Exception):
-                    db.rollback()
-                response = make_response(
-                    f"<!doctype html><title>Unavailable</title><p>{message}</p>", 503)
-        response.headers["Retry-After"] = "5"
+            response = _error_page(503, message)
+        g.retry_after = "5"
+        response.headers["Retry-After"] = g.retry_after
         return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
         from app.db import db
 
-        db.rollback()
+        with contextlib.suppress(Exception):
+            db.rollback()
         log.exception("unhandled error (request id %s)", getattr(g, "request_id", "-"))
         message = f"Something went wrong on our side (request {getattr(g, 'request_id', '-')})."
         if wants_json():
             return json_error(500, "internal_error", message)
-        return render_template("error.html", status=500, message=message), 500
+        return _error_page(500, message)
+
+
+def _error_page(status: int, message: str) -> Any:
+    """The error page; a bare one when rendering fails (the page may need the database
+    that just failed, e.g. to load the signed-in user for the banner)."""
+    try:
+        return make_response(render_template("error.html", status=status, message=message),
+                             status)
+    except Exception:  # noqa: BLE001 - an error page must not fail
+        from app.db import db
+
+        with contextlib.suppress(Exception):
+            db.rollback()
+        log.warning("error page %s rendered bare (request id %s)", status,
+                    getattr(g, "request_id", "-"), exc_info=True)
+        return make_response(
+            f"<!doctype html><title>Error {status}</title><p>{escape(message)}</p>", status)
+
+
+def _anonymous_for_this_request() -> None:
+    """After a database failure, treat the rest of this request as anonymous, so that
+    the error page and the after-request hooks do not try the database again to load
+    the signed-in user (a second failure there was a bare 500). The session itself is
+    kept: the user is still signed in on the next request."""
+    g._login_user = current_app.login_manager.anonymous_user()  # Flask-Login's slot
+
+
+def _signed_in_or_unknown() -> bool:
+    """Whether the response is for a signed-in user, without failing when the database
+    that loads the user is unavailable (then the answer is yes: never cacheable)."""
+    try:
+        return bool(current_user.is_authenticated)
+    except DBAPIError:
+        from app.db import db
+
+        with contextlib.suppress(Exception):
+            db.rollback()
+        _anonymous_for_this_request()
+        return True
 
 
 def _has_nul(req: Any) -> str | None:

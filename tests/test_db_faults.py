@@ -181,6 +181,8 @@ def test_connection_lost_during_an_api_call_gives_a_json_503(fault_app, saboteur
     assert response.status_code == 503
     assert response.json["error"]["code"] == "database_unavailable"
     assert UNAVAILABLE in response.json["error"]["message"]
+    # the 503's own Retry-After, not the rate limiter's window (it rewrites the header)
+    assert response.headers["Retry-After"] == "5"
     ok = client.get(url, headers=headers)
     assert ok.status_code == 200 and ok.json["title"] == "Stable"
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import subprocess
+import time
 import uuid
 
 import pytest
 import redis
 
+from app.sessions import RETRY_AFTER_SECONDS
 from tests.conftest import make_app, running_app
-from tests.factories import login, make_org, make_user
+from tests.factories import PASSWORD, login, make_org, make_user
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -114,3 +118,98 @@ def test_redis_down_refuses_sign_in_but_serves_the_rest(migrated, instance_dir):
         assert "session store is unreachable" in response.text
         # rate limiting fell back to per-process memory instead of failing requests
         assert client.get(f"/levels.css?{uuid.uuid4().hex}").status_code == 200
+
+
+# ------------------------------------------------------------------ Redis going away
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(f"{record.name} {record.levelname} {record.getMessage()}")
+
+
+def _start_redis(port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            client.ping()
+            return process
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    process.kill()
+    raise AssertionError("redis-server did not start")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_redis_stopping_and_coming_back(migrated, instance_dir, api_token):
+    """A real Redis server stops while the app runs, then comes back: the API keeps
+    serving (rate limits fall back to per-process memory, still enforced, with a logged
+    warning), pages that need no session keep serving, sign-in is refused with a 503
+    only while the session store is unreachable, and works again once it is back."""
+    from app.sessions import ResilientRedisSessionInterface as Interface
+    from tests.conftest import csrf_from
+    from tests.test_two_instances import free_port
+
+    # an earlier test's outage trips the per-process circuit breaker: let it close
+    time.sleep(max(0.0, Interface._down_until - time.monotonic()))
+    port = free_port()
+    server = _start_redis(port)
+    records = _Records()
+    watched = [logging.getLogger(n) for n in ("flask-limiter", "enclave.sessions")]
+    try:
+        with running_app(migrated, instance_dir, redis_url=f"redis://127.0.0.1:{port}/0",
+                         api_limit="4 per minute") as app:
+            for logger in watched:
+                logger.addHandler(records)
+            user = make_user(make_org(), mfa_on=False)
+            headers = api_token(user)
+            web = app.test_client()
+            login(web, user)
+            assert web.get("/home").status_code == 200
+            api = app.test_client()
+            assert api.get("/api/v1/me", headers=headers).status_code == 200
+
+            _stop(server)
+            statuses = [api.get("/api/v1/me", headers=headers).status_code for _ in range(6)]
+            # counted again from zero in this process's memory, and still limited
+            assert statuses[:4] == [200] * 4 and statuses[4:] == [429, 429], statuses
+            assert any("flask-limiter WARNING" in m and "falling back to in-memory" in m
+                       for m in records.messages), records.messages
+            assert web.get("/healthz").json == {
+                "status": "degraded", "checks": {"database": "ok", "storage": "ok",
+                                                 "keyring": "ok", "redis": "fail"}}
+            # the session cannot be read: the user is sent to sign in, which is refused
+            assert web.get("/home").status_code == 302
+            page = web.get("/login")
+            assert page.status_code == 200
+            refused = web.post("/login", data={"email": user.email, "password": PASSWORD,
+                                               "csrf_token": csrf_from(page.text)})
+            assert refused.status_code == 503
+            assert "session store is unreachable" in refused.text
+            assert any("enclave.sessions WARNING" in m and "unreachable" in m
+                       for m in records.messages), records.messages
+
+            server = _start_redis(port)  # empty: the old sessions are gone with it
+            time.sleep(RETRY_AFTER_SECONDS + 0.5)  # the session store's circuit breaker
+            again = app.test_client()
+            login(again, user)
+            assert again.get("/home").status_code == 200
+            assert again.get("/healthz").json["status"] == "ok"
+    finally:
+        for logger in watched:
+            logger.removeHandler(records)
+        _stop(server)

@@ -176,12 +176,16 @@ def deliver(notifications: list[Notification]) -> None:
     from app.notifications import mail
 
     for note in notifications:
+        note_id = note.id
         try:
             if mail.send(note):
                 note.emailed_at = utcnow()
+                db.commit()
         except Exception:  # noqa: BLE001 - the post is already saved; log and go on
-            log.exception("could not e-mail notification %s", note.id)
-    db.commit()
+            # A lost database connection leaves the session unusable until rolled back:
+            # without this the next note, and the request, failed with a 500.
+            db.rollback()
+            log.exception("could not e-mail notification %s", note_id)
 
 
 # ---------------------------------------------------------------- reading

@@ -43,9 +43,12 @@ from app.auth.models import User
 from app.context import client_ip
 from app.crypto.keyring import Keyring, KeyringError, keyring_lock
 from app.crypto.stream import (
+    PREAMBLE_SIZE,
     IntegrityError,
     StreamDecryptor,
     StreamEncryptor,
+    WrongKeyError,
+    blob_format_version,
     ciphertext_size,
     new_data_key,
 )
@@ -474,21 +477,31 @@ def open_plaintext(att: Attachment, *, actor: Any = None) -> Iterator[bytes]:
         raise fail("the wrapped data key does not open with its KEK") from None
 
     store: BlobStore = state.blobs()
-    expected = ciphertext_size(att.size)
     try:
         actual = store.size(att.blob_id)
         reader = store.open_reader(att.blob_id)
     except BlobNotFoundError:
         raise fail("the blob is missing") from None
-    if actual != expected:
+    try:
+        # The header names the format version, which fixes the exact size (v1 blobs,
+        # written before key ids, are 16 bytes shorter than v2 ones).
+        preamble = reader.read(PREAMBLE_SIZE)
+        try:
+            expected = ciphertext_size(att.size, blob_format_version(preamble))
+        except IntegrityError:
+            raise fail("the blob does not start with a known format header") from None
+        if actual != expected:
+            raise fail(f"the blob is {actual} bytes, the format implies {expected}")
+    except BaseException:
         reader.close()
-        raise fail(f"the blob is {actual} bytes, the format implies {expected}")
+        raise
 
     dec = StreamDecryptor(data_key, blob_context(att.id))
     del data_key
     first: list[bytes] = []
-    consumed = 0
+    consumed = len(preamble)
     try:
+        dec.update(preamble)
         while consumed < min(expected, PREFETCH_BYTES):
             piece = reader.read(DOWNLOAD_READ_SIZE)
             if not piece:
@@ -500,6 +513,10 @@ def open_plaintext(att: Attachment, *, actor: Any = None) -> Iterator[bytes]:
         finished = consumed >= expected
         if finished:
             first.append(dec.finalize())
+    except WrongKeyError as exc:
+        reader.close()
+        raise fail(f"{exc} (a blob swapped in from another attachment, or the wrong "
+                   f"data key)") from None
     except IntegrityError:
         reader.close()
         raise fail("authentication failed in the first MiB") from None

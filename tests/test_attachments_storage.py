@@ -443,3 +443,33 @@ def test_gunicorn_bodies_are_read_straight_from_the_socket():
     finally:
         a.close()
         b.close()
+
+
+def test_decrypt_ahead_sends_only_authenticated_pieces_and_stops_when_closed():
+    from app.attachments.pipeline import DecryptAhead
+    from app.crypto.stream import IntegrityError, StreamDecryptor, encrypt_stream
+
+    key, ctx = new_data_key(), "attachment:" + "0" * 32
+    data = payload(5 * MiB + 7)
+    blob = bytearray(b"".join(encrypt_stream(key, ctx, [data])))
+
+    def ahead(raw: bytes) -> DecryptAhead:
+        dec = StreamDecryptor(key, ctx)
+        return DecryptAhead(io.BytesIO(raw), dec.update, dec.finalize,
+                            read_size=256 * 1024, depth=2)
+
+    assert b"".join(ahead(bytes(blob))) == data
+    blob[3 * MiB] ^= 1  # a chunk in the middle
+    got = bytearray()
+    pieces = ahead(bytes(blob))
+    with pytest.raises(IntegrityError):
+        for piece in pieces:
+            got += piece
+    assert data.startswith(bytes(got)) and 2 * MiB < len(got) < 3 * MiB + 1
+    with pytest.raises(IntegrityError):  # stays failed
+        next(pieces)
+    # a client leaving after one piece: close() stops the helper
+    pieces = ahead(bytes(blob))
+    next(pieces)
+    pieces.close()
+    assert _pipeline_threads() == []

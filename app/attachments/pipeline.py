@@ -190,6 +190,84 @@ class SealPipeline:
         self.cancel()
 
 
+# ------------------------------------------------------------------ downloads
+
+
+_END = object()
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class DecryptAhead:
+    """Read and decrypt a blob in a helper thread while the request thread sends.
+
+    Reading the file releases the GIL, Cobblestone holds it, sending releases it: with
+    the read and decryption in a helper, the request thread only sends. At most
+    ``depth`` plaintext pieces wait in the queue (bounded memory); the helper's errors
+    (``IntegrityError`` above all) are raised by the iterator in order, after the pieces
+    that authenticated before them. :meth:`close` stops the helper (client gone).
+    """
+
+    def __init__(self, reader: BinaryIO, update: Callable[[memoryview], bytes],
+                 finalize: Callable[[], bytes], *, read_size: int = BUFFER_SIZE,
+                 depth: int = DEPTH) -> None:
+        self._reader = reader
+        self._update = update
+        self._finalize = finalize
+        self._read_size = read_size
+        self._q: queue.Queue[Any] = queue.Queue(depth)
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="attachment-decrypt",
+                                        daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._cancel.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        buf = bytearray(self._read_size)
+        try:
+            with memoryview(buf) as view:
+                while not self._cancel.is_set():
+                    n = self._reader.readinto(buf)
+                    if not n:
+                        tail = self._finalize()
+                        if not tail or self._put(tail):
+                            self._put(_END)
+                        return
+                    out = self._update(view[:n])
+                    if out and not self._put(out):
+                        return
+        except BaseException as exc:
+            self._put(_Failed(exc))
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> bytes:
+        item = self._q.get()
+        if item is _END:
+            self._q.put(_END)  # stay exhausted
+            raise StopIteration
+        if isinstance(item, _Failed):
+            self._q.put(item)
+            raise item.exc
+        return item  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._cancel.set()
+        self._thread.join()
+
+
 # ------------------------------------------------------------------ the request body
 
 

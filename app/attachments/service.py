@@ -39,6 +39,7 @@ from app import access, audit, state
 from app.attachments.models import Attachment
 from app.attachments.pipeline import (
     BodyReadError,
+    DecryptAhead,
     SealPipeline,
     UploadTooLarge,
     Writeback,
@@ -515,27 +516,25 @@ def open_plaintext(att: Attachment, *, actor: Any = None) -> Iterator[bytes]:
         reader.close()
         raise
 
-    def rest() -> Iterator[bytes]:
-        # One reused read buffer: each step allocates only the plaintext it yields.
-        buf = bytearray(DOWNLOAD_READ_SIZE)
-        with memoryview(buf) as view:
-            while n := reader.readinto(buf):
-                if out := dec.update(view[:n]):
-                    yield out
-        if tail := dec.finalize():
-            yield tail
-
     def stream() -> Iterator[bytes]:
+        ahead: DecryptAhead | None = None
         try:
+            if not finished:
+                # A helper reads and decrypts the rest (one reused read buffer) while
+                # this thread sends what is ready (see pipeline.py).
+                ahead = DecryptAhead(reader, dec.update, dec.finalize,
+                                     read_size=DOWNLOAD_READ_SIZE)
             while first:  # drop each prefetched piece once it is sent
                 if part := first.pop(0):
                     yield part
-            if not finished:
-                yield from rest()
+            if ahead is not None:
+                yield from ahead
         except IntegrityError:
             _integrity_failure(att, actor, "authentication failed while streaming", ip)
             raise
         finally:
+            if ahead is not None:
+                ahead.close()
             reader.close()
 
     return stream()

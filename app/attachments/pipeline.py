@@ -1,18 +1,20 @@
-"""The upload pipeline: read, hash, encrypt and write in three threads, plus the reader
-that takes the request body straight into reusable buffers.
+"""Threads for large transfers: the upload pipeline (read, hash, encrypt and write in
+three threads, with a reader that takes the request body straight into reusable
+buffers) and the download's decrypt-ahead helper (:class:`DecryptAhead`).
 
 Per GiB on the development VM, one thread doing everything spends ~0.6 s in SHA-256,
 ~0.4 s receiving from the socket, ~0.3 s in gunicorn's body buffering (two copies and
 a fresh 1 MiB bytes object per read), ~0.15 s in AES-GCM and ~0.2 s copying into the
 page cache. Measured (thread CPU time and a ticker thread): ``hashlib`` releases the
-GIL on large buffers, socket and file I/O release it, Cobblestone's ``update`` and
-``update_into`` hold it. So:
+GIL on large buffers, socket and file I/O release it, and so does Cobblestone's
+``update_into`` (its ``update`` blocks other threads while it builds its output). So:
 
 * the request thread only reads the body (``recv_into`` a reused buffer; see
   :func:`body_reader`), with the GIL free while it waits for or copies bytes;
 * a hasher thread runs SHA-256 on the buffer just read (GIL free);
 * a sealer thread encrypts the buffer hashed before that into one reused output buffer
-  (``update_into``: the only step holding the GIL) and writes it (GIL free).
+  (``update_into``) and writes it; every stage runs with the GIL released for the
+  heavy part, so the three overlap on as many cores as there are.
 
 Buffers travel reader -> hasher -> sealer -> back to the reader: at most ``depth``
 plaintext buffers and one ciphertext buffer exist, so memory stays bounded whatever
@@ -204,8 +206,8 @@ class _Failed:
 class DecryptAhead:
     """Read and decrypt a blob in a helper thread while the request thread sends.
 
-    Reading the file releases the GIL, Cobblestone holds it, sending releases it: with
-    the read and decryption in a helper, the request thread only sends. At most
+    Reading the file and sending release the GIL; with the read and the decryption
+    in a helper, the request thread only sends. At most
     ``depth`` plaintext pieces wait in the queue (bounded memory); the helper's errors
     (``IntegrityError`` above all) are raised by the iterator in order, after the pieces
     that authenticated before them. :meth:`close` stops the helper (client gone).

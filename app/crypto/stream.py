@@ -34,8 +34,10 @@ Cobblestone-256 framing (measured against cryptography 50.0.2):
   ``finalize()``, which is also what detects truncation and extension.
 * every failure is ``cryptography.exceptions.InvalidTag``; afterwards the
   decryptor raises ``AlreadyFinalized``. Both become our ``IntegrityError``.
-* ``update()`` holds the GIL (measured); ``update_into()`` writes into a
-  caller's buffer, so a pipeline can reuse one output buffer per stage.
+* threads (measured with a ticker thread on 64 MiB calls, cryptography 50.0.2):
+  ``update()`` blocks other Python threads for much of the call (it builds its
+  output ``bytes``); ``update_into()`` writes into the caller's buffer and lets
+  them run, so a pipeline can reuse one output buffer and overlap the cipher.
 """
 
 from __future__ import annotations

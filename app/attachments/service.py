@@ -67,7 +67,8 @@ from app.storage import BlobNotFoundError, BlobStore, GcReport
 log = logging.getLogger("enclave.attachments")
 
 MiB = 1024 * 1024
-#: How much of the request body is read (and encrypted) per step.
+#: How much of the request body is read (then hashed, encrypted, written) per step;
+#: the upload pipeline holds four such buffers.
 UPLOAD_READ_SIZE = 1 * MiB
 #: How much ciphertext is read per step when downloading.
 DOWNLOAD_READ_SIZE = 1 * MiB
@@ -341,7 +342,8 @@ def upload(user: User, finding_id: int, *, filename: str | None, stream: BinaryI
     with (store.open_writer(blob_id) as writer,
           Writeback(getattr(writer, "temp_path", None)) as writeback):
         writeback.written(writer.write(enc.header()))
-        with SealPipeline(enc, lambda view: writeback.written(writer.write(view))) as pipe:
+        with SealPipeline(enc, lambda view: writeback.written(writer.write(view)),
+                          buffer_size=UPLOAD_READ_SIZE) as pipe:
             try:
                 size = pipe.run(body_reader(stream), limit.max_bytes)
             except UploadTooLarge:

@@ -248,13 +248,20 @@ def test_level_raised_while_a_file_streams_in(att_app, att_client, api_token):
     finding_id = w.finding.id
 
     class Body(io.BytesIO):
-        def read(self, size=-1):  # type: ignore[no-untyped-def]
+        def _hook(self) -> None:
             if self.tell() == 1024 * 1024:
                 with SessionFactory() as other:
                     other.execute(update(Finding).where(Finding.id == finding_id)
                                   .values(level="restricted"))
                     other.commit()
+
+        def read(self, size=-1):  # type: ignore[no-untyped-def]
+            self._hook()
             return super().read(size)
+
+        def readinto(self, buffer):  # type: ignore[no-untyped-def]
+            self._hook()
+            return super().readinto(buffer)
 
     data = payload(3 * 1024 * 1024)
     att = service.upload(w.author, finding_id, filename="moving.bin", stream=Body(data),

@@ -3,12 +3,15 @@ that `enclave storage gc` does not sweep."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +21,9 @@ from sqlalchemy import select, update
 from app import state
 from app.attachments import service
 from app.attachments.models import Attachment
+from app.attachments.pipeline import BodyReadError, SealPipeline, UploadTooLarge
 from app.cli import enclave
+from app.crypto.stream import StreamEncryptor, decrypt_stream, new_data_key
 from app.db import db
 from app.errors import ServiceError
 from tests import attachments_world
@@ -167,21 +172,62 @@ def test_gc_removes_unreferenced_and_shredded_blobs_only(att_app):
     assert blob_files() == [blob_path(kept)]
 
 
-def test_write_behind_reports_a_failing_disk(att_app):
-    from app.attachments.pipeline import WriteBehind
+def _pipeline_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("attachment-")]
 
-    written: list[bytes] = []
 
-    def write(data: bytes) -> None:
-        if len(written) == 2:
+def _sealed(enc: StreamEncryptor, key: bytes, blob: bytes) -> bytes:
+    return b"".join(decrypt_stream(key, "attachment:" + "0" * 32, [enc.header() + blob]))
+
+
+def test_pipeline_hashes_encrypts_and_writes_in_order():
+    key = new_data_key()
+    enc = StreamEncryptor(key, "attachment:" + "0" * 32, hashing=False)
+    data = payload(5 * MiB + 3)
+    out = io.BytesIO()
+    with SealPipeline(enc, out.write, depth=2, buffer_size=256 * 1024) as pipe:
+        # a reader that hands out odd-sized pieces, like a socket
+        source = io.BytesIO(data)
+        size = pipe.run(lambda view: source.readinto(view[:77_777]), 10 * MiB)
+        out.write(pipe.finish())
+    assert size == len(data) and pipe.plaintext_size == len(data)
+    assert pipe.sha256_hex == hashlib.sha256(data).hexdigest()
+    assert _sealed(enc, key, out.getvalue()) == data
+    assert _pipeline_threads() == []
+
+
+def test_pipeline_reports_a_failing_disk():
+    writes: list[int] = []
+
+    def write(view: memoryview) -> None:
+        if len(writes) == 2:
             raise OSError(28, "No space left on device")
-        written.append(data)
+        writes.append(len(view))
 
-    with WriteBehind(write, depth=2) as out, pytest.raises(OSError, match="No space"):
-        for i in range(50):
-            out.write(bytes([i]) * 10)
-        out.finish()
-    assert written == [b"\x00" * 10, b"\x01" * 10]
+    enc = StreamEncryptor(new_data_key(), "attachment:x", hashing=False)
+    with (SealPipeline(enc, write, depth=2, buffer_size=64 * 1024) as pipe,
+          pytest.raises(OSError, match="No space")):
+        pipe.run(io.BytesIO(payload(4 * MiB)).readinto, 10 * MiB)
+        pipe.finish()
+    assert len(writes) == 2  # nothing written after the failure
+    assert _pipeline_threads() == []
+
+
+def test_pipeline_stops_at_the_budget_and_on_a_read_error():
+    enc = StreamEncryptor(new_data_key(), "attachment:x", hashing=False)
+    with (SealPipeline(enc, lambda view: None, buffer_size=64 * 1024) as pipe,
+          pytest.raises(UploadTooLarge)):
+        pipe.run(io.BytesIO(payload(MiB)).readinto, 300_000)
+    assert pipe.plaintext_size <= 300_000  # what went past the budget was never queued
+
+    def broken(view: memoryview) -> int:
+        raise ConnectionResetError("client gone")
+
+    enc = StreamEncryptor(new_data_key(), "attachment:x", hashing=False)
+    with (SealPipeline(enc, lambda view: None) as pipe,
+          pytest.raises(BodyReadError, match="client gone")):
+        pipe.run(broken, MiB)
+    assert _pipeline_threads() == []
 
 
 def _open_fds_on(path: Path) -> int:
@@ -263,6 +309,83 @@ def test_client_disconnect_mid_upload_under_gunicorn(att_app, api_token, tmp_pat
     assert temp_files() == [] and len(blob_files()) == 1
 
 
+def _http_answer(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 response with Content-Length from ``sock``: (head, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk
+        body += chunk
+    assert len(body) == length
+    return head, body
+
+
+def test_uploads_under_gunicorn_keep_the_connection_usable(att_app, api_token):
+    """The body is read straight from gunicorn's socket: bodies that arrive with the
+    headers, large ones, chunked ones, and the next requests on the same keep-alive
+    connection all come out exactly right."""
+    settings = att_app.extensions["enclave.settings"]
+    w = build_world()
+    token = api_token(w.author)["Authorization"]
+    port = _free_port()
+    env = {**os.environ, "ENCLAVE_ENV": "test", "ENCLAVE_DATABASE_URL": settings.database_url,
+           "ENCLAVE_INSTANCE_PATH": str(settings.instance_path),
+           "ENCLAVE_KEYRING": str(settings.keyring_path),
+           "ENCLAVE_SECRET_KEY": settings.secret_key,
+           "ENCLAVE_GUNICORN_BIND": f"127.0.0.1:{port}", "ENCLAVE_GUNICORN_WORKERS": "1",
+           "ENCLAVE_GUNICORN_ACCESS_LOG": "/dev/null"}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c",
+                             "gunicorn.conf.py", "wsgi:app"], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    files = {"small.bin": payload(100, seed=1), "large.bin": payload(3 * MiB + 17, seed=2),
+             "one.bin": payload(1, seed=3)}
+    try:
+        _wait_for(lambda: _accepts(port), "gunicorn to listen")
+        sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        ids = {}
+        for name, data in files.items():  # one connection, one packet per request
+            sock.sendall((f"POST /api/v1/findings/{w.finding.id}/attachments?filename={name}"
+                          f" HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n"
+                          f"Content-Type: application/octet-stream\r\n"
+                          f"Content-Length: {len(data)}\r\n\r\n").encode() + data)
+            head, body = _http_answer(sock)
+            assert head.startswith(b"HTTP/1.1 201"), head + body
+            answer = json.loads(body)
+            assert answer["sha256"] == hashlib.sha256(data).hexdigest()
+            ids[name] = answer["id"]
+        # chunked (gunicorn's own reader), on the same connection
+        data = payload(MiB + 3, seed=4)
+        sock.sendall((f"POST /api/v1/findings/{w.finding.id}/attachments?filename=c.bin "
+                      f"HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n"
+                      f"Content-Type: application/octet-stream\r\n"
+                      f"Transfer-Encoding: chunked\r\n\r\n").encode())
+        for i in range(0, len(data), 300_000):
+            piece = data[i:i + 300_000]
+            sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        sock.sendall(b"0\r\n\r\n")
+        head, body = _http_answer(sock)
+        assert head.startswith(b"HTTP/1.1 201"), head + body
+        assert json.loads(body)["sha256"] == hashlib.sha256(data).hexdigest()
+        files["c.bin"], ids["c.bin"] = data, json.loads(body)["id"]
+        for name, att_id in ids.items():  # and downloads, still on that connection
+            sock.sendall((f"GET /api/v1/attachments/{att_id} HTTP/1.1\r\nHost: x\r\n"
+                          f"Authorization: {token}\r\n\r\n").encode())
+            head, body = _http_answer(sock)
+            assert head.startswith(b"HTTP/1.1 200") and body == files[name], name
+        sock.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert temp_files() == []
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -275,3 +398,78 @@ def _accepts(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def test_gunicorn_bodies_are_read_straight_from_the_socket():
+    """A Content-Length body of gunicorn's: what gunicorn buffered with the headers
+    comes first, the rest is received straight into our buffer, and gunicorn's count
+    of what is left ends at 0 without reading past the body (the next request)."""
+    from gunicorn.http.body import Body, ChunkedReader, LengthReader
+    from gunicorn.http.unreader import SocketUnreader
+
+    from app.attachments.pipeline import body_reader
+
+    data = payload(3 * MiB + 5)
+    a, b = socket.socketpair()
+    try:
+        unreader = SocketUnreader(a)
+        unreader.unread(data[:1000])  # read ahead with the headers
+        body = Body(LengthReader(unreader, len(data)))
+        read = body_reader(body)
+        assert read.__qualname__.startswith("_gunicorn_length_body")
+        sender = threading.Thread(target=b.sendall, args=(data[1000:] + b"NEXT REQUEST",))
+        sender.start()
+        buf = bytearray(MiB)
+        got = bytearray()
+        with memoryview(buf) as view:
+            while n := read(view):
+                got += view[:n]
+        sender.join()
+        assert bytes(got) == data and body.reader.length == 0
+        assert a.recv(100) == b"NEXT REQUEST"  # untouched, for gunicorn's parser
+        # a client gone early is an error, not a quiet end
+        short = Body(LengthReader(SocketUnreader(a), 10))
+        b.sendall(b"12345")
+        b.shutdown(socket.SHUT_WR)
+        read = body_reader(short)
+        with memoryview(bytearray(100)) as view:
+            assert read(view) == 5
+            with pytest.raises(ConnectionResetError):
+                read(view)
+        assert short.failed  # gunicorn will not reuse the connection
+        # chunked bodies keep gunicorn's own reader
+        chunked = Body(ChunkedReader(None, SocketUnreader(a)))
+        assert not body_reader(chunked).__qualname__.startswith("_gunicorn_length_body")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_decrypt_ahead_sends_only_authenticated_pieces_and_stops_when_closed():
+    from app.attachments.pipeline import DecryptAhead
+    from app.crypto.stream import IntegrityError, StreamDecryptor, encrypt_stream
+
+    key, ctx = new_data_key(), "attachment:" + "0" * 32
+    data = payload(5 * MiB + 7)
+    blob = bytearray(b"".join(encrypt_stream(key, ctx, [data])))
+
+    def ahead(raw: bytes) -> DecryptAhead:
+        dec = StreamDecryptor(key, ctx)
+        return DecryptAhead(io.BytesIO(raw), dec.update, dec.finalize,
+                            read_size=256 * 1024, depth=2)
+
+    assert b"".join(ahead(bytes(blob))) == data
+    blob[3 * MiB] ^= 1  # a chunk in the middle
+    got = bytearray()
+    pieces = ahead(bytes(blob))
+    with pytest.raises(IntegrityError):
+        for piece in pieces:
+            got += piece
+    assert data.startswith(bytes(got)) and 2 * MiB < len(got) < 3 * MiB + 1
+    with pytest.raises(IntegrityError):  # stays failed
+        next(pieces)
+    # a client leaving after one piece: close() stops the helper
+    pieces = ahead(bytes(blob))
+    next(pieces)
+    pieces.close()
+    assert _pipeline_threads() == []

@@ -34,18 +34,27 @@ from typing import Any, BinaryIO
 from flask import current_app
 from sqlalchemy import Engine, and_, bindparam, case, func, inspect, or_, select, update
 from sqlalchemy.exc import DBAPIError
-from werkzeug.exceptions import HTTPException
 
 from app import access, audit, state
 from app.attachments.models import Attachment
-from app.attachments.pipeline import Writeback, WriteBehind
+from app.attachments.pipeline import (
+    BodyReadError,
+    DecryptAhead,
+    SealPipeline,
+    UploadTooLarge,
+    Writeback,
+    body_reader,
+)
 from app.auth.models import User
 from app.context import client_ip
 from app.crypto.keyring import Keyring, KeyringError, keyring_lock
 from app.crypto.stream import (
+    PREAMBLE_SIZE,
     IntegrityError,
     StreamDecryptor,
     StreamEncryptor,
+    WrongKeyError,
+    blob_format_version,
     ciphertext_size,
     new_data_key,
 )
@@ -58,7 +67,8 @@ from app.storage import BlobNotFoundError, BlobStore, GcReport
 log = logging.getLogger("enclave.attachments")
 
 MiB = 1024 * 1024
-#: How much of the request body is read (and encrypted) per step.
+#: How much of the request body is read (then hashed, encrypted, written) per step;
+#: the upload pipeline holds four such buffers.
 UPLOAD_READ_SIZE = 1 * MiB
 #: How much ciphertext is read per step when downloading.
 DOWNLOAD_READ_SIZE = 1 * MiB
@@ -291,22 +301,6 @@ def upload_refusal(user: User, finding: Finding) -> str | None:
 # ------------------------------------------------------------------ upload
 
 
-def _body_chunks(stream: BinaryIO, budget: int) -> Iterator[bytes]:
-    """The body in ``UPLOAD_READ_SIZE`` pieces; stops reading as soon as more than
-    ``budget`` bytes arrived (the consumer then refuses the upload)."""
-    total = 0
-    while total <= budget:
-        try:
-            chunk = stream.read(UPLOAD_READ_SIZE)
-        except (OSError, ValueError, HTTPException) as exc:
-            raise ServiceError("The upload was interrupted before the file was complete; "
-                               "nothing was stored.", code="upload_interrupted") from exc
-        if not chunk:
-            return
-        total += len(chunk)
-        yield chunk
-
-
 def upload(user: User, finding_id: int, *, filename: str | None, stream: BinaryIO,
            content_length: int | None, content_type: str | None = None) -> Attachment:
     """Encrypt ``stream`` into a new attachment of the finding.
@@ -336,33 +330,36 @@ def upload(user: User, finding_id: int, *, filename: str | None, stream: BinaryI
     version, kek = ring.kek(level)
     data_key = new_data_key()
     wrapped = wrap_key(kek, data_key, key_wrap_aad(att_id, level, version))
-    enc = StreamEncryptor(data_key, blob_context(att_id))
+    enc = StreamEncryptor(data_key, blob_context(att_id), hashing=False)
     del data_key
     store = state.blobs()
-
-    # This thread reads, hashes and encrypts; a helper thread writes the disk, which
-    # also starts writing back as it goes (see pipeline.py). Reading the body in a
-    # third thread measured slower (more GIL hand-offs than overlap). Leaving the block
-    # early stops the helper and discards the upload (the temp file is removed).
-    with (store.open_writer(blob_id) as writer,
-          Writeback(getattr(writer, "temp_path", None)) as writeback,
-          WriteBehind(lambda data: writeback.written(writer.write(data))) as out):
-        out.write(enc.header())
-        for chunk in _body_chunks(stream, limit.max_bytes):
-            if enc.plaintext_size + len(chunk) > limit.max_bytes:
-                raise limit.refusal()
-            out.write(enc.update(chunk))
-        if enc.plaintext_size == 0:
-            raise ServiceError("The file is empty.", code="empty_file")
-        if content_length is not None and enc.plaintext_size != content_length:
-            # Some servers end the body early, without an error, when the client leaves.
-            raise ServiceError("The upload was interrupted before the file was complete; "
+    interrupted = ServiceError("The upload was interrupted before the file was complete; "
                                "nothing was stored.", code="upload_interrupted")
-        out.write(enc.finalize())
-        out.finish()
-        writer.commit()
 
-    size = enc.plaintext_size
+    # This thread reads the body into reusable buffers; one helper hashes, another
+    # encrypts and writes, starting writeback as it goes (see pipeline.py). Leaving the
+    # block early stops the helpers and discards the upload (the temp file is removed).
+    with (store.open_writer(blob_id) as writer,
+          Writeback(getattr(writer, "temp_path", None)) as writeback):
+        writeback.written(writer.write(enc.header()))
+        with SealPipeline(enc, lambda view: writeback.written(writer.write(view)),
+                          buffer_size=UPLOAD_READ_SIZE) as pipe:
+            try:
+                size = pipe.run(body_reader(stream), limit.max_bytes)
+            except UploadTooLarge:
+                raise limit.refusal() from None
+            except BodyReadError as exc:
+                raise interrupted from exc
+            if size == 0:
+                raise ServiceError("The file is empty.", code="empty_file")
+            if content_length is not None and size != content_length:
+                # Some servers end the body early, without an error, when the client
+                # leaves.
+                raise interrupted
+            tail = pipe.finish()
+        writeback.written(writer.write(tail))
+        writer.commit()
+    sha256_hex = pipe.sha256_hex
     try:
         # The finding may have changed while the file streamed in: the uploader must
         # still be able to read it, and a raised level gets the key under its KEK.
@@ -382,7 +379,7 @@ def upload(user: User, finding_id: int, *, filename: str | None, stream: BinaryI
         att = Attachment(
             id=att_id, finding_id=finding.id, uploader_id=user.id, filename=name,
             content_type=clean_content_type(content_type), size=size,
-            sha256_sealed=seal(ring.app_key(), bytes.fromhex(enc.sha256_hex),
+            sha256_sealed=seal(ring.app_key(), bytes.fromhex(sha256_hex),
                                _sha_aad(att_id)),
             blob_id=blob_id, wrapped_key=wrapped, kek_level=level, kek_version=version,
             created_at=utcnow(),
@@ -474,21 +471,31 @@ def open_plaintext(att: Attachment, *, actor: Any = None) -> Iterator[bytes]:
         raise fail("the wrapped data key does not open with its KEK") from None
 
     store: BlobStore = state.blobs()
-    expected = ciphertext_size(att.size)
     try:
         actual = store.size(att.blob_id)
         reader = store.open_reader(att.blob_id)
     except BlobNotFoundError:
         raise fail("the blob is missing") from None
-    if actual != expected:
+    try:
+        # The header names the format version, which fixes the exact size (v1 blobs,
+        # written before key ids, are 16 bytes shorter than v2 ones).
+        preamble = reader.read(PREAMBLE_SIZE)
+        try:
+            expected = ciphertext_size(att.size, blob_format_version(preamble))
+        except IntegrityError:
+            raise fail("the blob does not start with a known format header") from None
+        if actual != expected:
+            raise fail(f"the blob is {actual} bytes, the format implies {expected}")
+    except BaseException:
         reader.close()
-        raise fail(f"the blob is {actual} bytes, the format implies {expected}")
+        raise
 
     dec = StreamDecryptor(data_key, blob_context(att.id))
     del data_key
     first: list[bytes] = []
-    consumed = 0
+    consumed = len(preamble)
     try:
+        dec.update(preamble)
         while consumed < min(expected, PREFETCH_BYTES):
             piece = reader.read(DOWNLOAD_READ_SIZE)
             if not piece:
@@ -500,6 +507,10 @@ def open_plaintext(att: Attachment, *, actor: Any = None) -> Iterator[bytes]:
         finished = consumed >= expected
         if finished:
             first.append(dec.finalize())
+    except WrongKeyError as exc:
+        reader.close()
+        raise fail(f"{exc} (a blob swapped in from another attachment, or the wrong "
+                   f"data key)") from None
     except IntegrityError:
         reader.close()
         raise fail("authentication failed in the first MiB") from None
@@ -507,24 +518,25 @@ def open_plaintext(att: Attachment, *, actor: Any = None) -> Iterator[bytes]:
         reader.close()
         raise
 
-    def rest() -> Iterator[bytes]:
-        while piece := reader.read(DOWNLOAD_READ_SIZE):
-            if out := dec.update(piece):
-                yield out
-        if tail := dec.finalize():
-            yield tail
-
     def stream() -> Iterator[bytes]:
+        ahead: DecryptAhead | None = None
         try:
+            if not finished:
+                # A helper reads and decrypts the rest (one reused read buffer) while
+                # this thread sends what is ready (see pipeline.py).
+                ahead = DecryptAhead(reader, dec.update, dec.finalize,
+                                     read_size=DOWNLOAD_READ_SIZE)
             while first:  # drop each prefetched piece once it is sent
                 if part := first.pop(0):
                     yield part
-            if not finished:
-                yield from rest()
+            if ahead is not None:
+                yield from ahead
         except IntegrityError:
             _integrity_failure(att, actor, "authentication failed while streaming", ip)
             raise
         finally:
+            if ahead is not None:
+                ahead.close()
             reader.close()
 
     return stream()

@@ -7,6 +7,7 @@ import os
 import random
 import tracemalloc
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,16 +15,21 @@ from app.crypto.stream import (
     CHUNK_SIZE,
     COBBLESTONE_PREFIX_SIZE,
     FORMAT_VERSION,
-    HEADER,
     HEADER_SIZE,
     IO_CHUNK_SIZE,
+    KEY_ID_SIZE,
+    MAGIC,
     TAG_SIZE,
     IntegrityError,
     StreamDecryptor,
     StreamEncryptor,
+    WrongKeyError,
+    blob_format_version,
     ciphertext_size,
     decrypt_stream,
     encrypt_stream,
+    key_id,
+    max_update_output,
     new_data_key,
     plaintext_size_from_ciphertext,
 )
@@ -111,34 +117,77 @@ ROUND_TRIPS = [
 def test_round_trip(key: bytes, size: int, piece: int) -> None:
     plaintext = os.urandom(size)
     blob = encrypt(key, CTX_A, plaintext, piece=piece)
-    assert blob.startswith(HEADER)
+    assert blob.startswith(MAGIC + b"\x02" + key_id(key))
     assert len(blob) == ciphertext_size(size)
     assert plaintext_size_from_ciphertext(len(blob)) == size
     assert decrypt(key, CTX_A, blob, piece=piece) == plaintext
 
 
-def test_header_is_magic_and_version() -> None:
-    assert HEADER == b"ENCV\x01"
-    assert FORMAT_VERSION == 1
-    assert StreamEncryptor.header() == HEADER
+def test_header_is_magic_version_and_key_id(key: bytes) -> None:
+    assert FORMAT_VERSION == 2
+    assert HEADER_SIZE == 5 + KEY_ID_SIZE == 21
+    header = StreamEncryptor(key, CTX_A).header()
+    assert header == b"ENCV\x02" + key_id(key)
+    assert blob_format_version(header) == 2
+    # the key id is stable for a key, differs between keys, and is not the key
+    assert key_id(key) == key_id(bytes(key)) and len(key_id(key)) == KEY_ID_SIZE
+    assert key_id(key) != key_id(new_data_key())
+    assert key_id(key) not in key
 
 
-def test_ciphertext_size_formula() -> None:
-    # 5-byte header, 56-byte Cobblestone prefix, 16-byte tag per chunk, and the
+def test_key_id_is_hkdf_sha256_with_our_label(key: bytes) -> None:
+    """Pinned derivation: changing it would make every v2 blob unreadable."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    expected = HKDF(algorithm=hashes.SHA256(), length=16, salt=None,
+                    info=b"enclave attachment key id v2").derive(key)
+    assert key_id(key) == expected
+    assert key_id(bytes(range(32))).hex() == KNOWN_KEY_ID
+
+
+KNOWN_KEY_ID = "52d39064fdcbdc9ee9d51178faf7582c"
+
+
+@pytest.mark.parametrize("version, header", [(1, 5), (2, 21)])
+def test_ciphertext_size_formula(version: int, header: int) -> None:
+    # our header, 56-byte Cobblestone prefix, 16-byte tag per chunk, and the
     # final chunk is always present and shorter than CHUNK_SIZE (maybe empty).
-    assert ciphertext_size(0) == 5 + 56 + 16
-    assert ciphertext_size(CHUNK_SIZE - 1) == 5 + 56 + CHUNK_SIZE - 1 + 16
-    assert ciphertext_size(CHUNK_SIZE) == 5 + 56 + CHUNK_SIZE + 2 * 16
+    assert ciphertext_size(0, version) == header + 56 + 16
+    assert ciphertext_size(CHUNK_SIZE - 1, version) == header + 56 + CHUNK_SIZE - 1 + 16
+    assert ciphertext_size(CHUNK_SIZE, version) == header + 56 + CHUNK_SIZE + 2 * 16
     for n in range(0, 4 * CHUNK_SIZE, 997):
-        assert plaintext_size_from_ciphertext(ciphertext_size(n)) == n
+        assert plaintext_size_from_ciphertext(ciphertext_size(n, version), version) == n
     with pytest.raises(ValueError):
-        ciphertext_size(-1)
+        ciphertext_size(-1, version)
+    assert ciphertext_size(1000) == ciphertext_size(1000, 2)
+    with pytest.raises(ValueError):
+        ciphertext_size(1000, 3)
 
 
-@pytest.mark.parametrize("blob_size", [0, 5, 60, 61 + 15, 61 + FULL, 61 + FULL + 15])
+@pytest.mark.parametrize("blob_size", [0, 5, 21, 76, 77 + 15, 77 + FULL, 77 + FULL + 15])
 def test_impossible_blob_sizes(blob_size: int) -> None:
     with pytest.raises(ValueError):
         plaintext_size_from_ciphertext(blob_size)
+
+
+def test_update_into_matches_update(key: bytes) -> None:
+    plaintext = os.urandom(3 * MIB + 5)
+    enc = StreamEncryptor(key, CTX_A, hashing=False)
+    out = bytearray(max_update_output(MIB))
+    parts = [enc.header()]
+    for p in pieces(plaintext, MIB):
+        n = enc.update_into(p, out)
+        parts.append(bytes(out[:n]))
+    parts.append(enc.finalize())
+    assert enc.plaintext_size == len(plaintext)
+    with pytest.raises(RuntimeError):
+        _ = enc.sha256_hex  # hashing was left to the caller
+    assert decrypt(key, CTX_A, b"".join(parts)) == plaintext
+    # odd piece sizes leave plaintext pending between calls: the bound still holds
+    enc = StreamEncryptor(key, CTX_A)
+    for size in (1, CHUNK_SIZE - 1, 3, CHUNK_SIZE * 5 + 7, 100_000, CHUNK_SIZE):
+        enc.update_into(os.urandom(size), bytearray(max_update_output(size)))
 
 
 def test_encryptor_hash_and_size(key: bytes) -> None:
@@ -232,11 +281,33 @@ def test_flip_in_our_header(key: bytes, three_and_a_half: bytes, offset: int) ->
     assert yielded == b""
 
 
-def test_other_format_version_refused(key: bytes) -> None:
+@pytest.mark.parametrize("version", [0, 1, 3, 255])
+def test_other_format_version_refused(key: bytes, version: int) -> None:
+    """A v2 blob relabelled v1 (or as an unknown version) does not decrypt."""
     blob = bytearray(encrypt(key, CTX_A, b"data"))
-    blob[4] = 2
+    blob[4] = version
     with pytest.raises(IntegrityError):
         decrypt(key, CTX_A, bytes(blob))
+
+
+@pytest.mark.parametrize("offset", range(5, HEADER_SIZE))
+def test_flip_in_key_id_is_a_wrong_key_error(key: bytes, three_and_a_half: bytes,
+                                             offset: int) -> None:
+    blob = bytearray(encrypt(key, CTX_A, three_and_a_half))
+    blob[offset] ^= 0x01
+    with pytest.raises(WrongKeyError, match="not encrypted with this attachment's key"):
+        decrypt(key, CTX_A, bytes(blob), piece=7)
+
+
+def test_whole_header_is_bound_by_the_context(key: bytes) -> None:
+    """The key id is not secret, so a correct v2 header can be put in front of any
+    Cobblestone body made with this key: it still does not open unless that body was
+    encrypted for exactly this header (here: a v1 body with a v2 header)."""
+    v1 = encrypt_v1(key, CTX_A, b"data" * 5000)
+    forged = StreamEncryptor(key, CTX_A).header() + v1[5:]
+    with pytest.raises(IntegrityError) as info:
+        decrypt(key, CTX_A, forged)
+    assert not isinstance(info.value, WrongKeyError)
 
 
 @pytest.mark.parametrize("offset", [HEADER_SIZE, HEADER_SIZE + 23, HEADER_SIZE + 24, BODY - 1])
@@ -436,14 +507,95 @@ def test_swapped_blobs_between_attachments(three_and_a_half: bytes) -> None:
     blob_b = encrypt(key_b, CTX_B, b"bee")
     for k, ctx, blob in [(key_a, CTX_A, blob_b), (key_b, CTX_B, blob_a)]:
         yielded, err = decrypt_collect(k, ctx, blob)
-        assert err is not None and yielded == b""
+        assert isinstance(err, WrongKeyError) and yielded == b""
+        assert str(err) == "blob was not encrypted with this attachment's key"
 
 
 def test_wrong_key(three_and_a_half: bytes) -> None:
     blob = encrypt(new_data_key(), CTX_A, three_and_a_half)
     yielded, err = decrypt_collect(new_data_key(), CTX_A, blob)
     assert_rejected_safely(yielded, err, three_and_a_half)
+    assert isinstance(err, WrongKeyError)
     assert yielded == b""
+
+
+def test_wrong_key_is_reported_before_any_ciphertext_is_read(key: bytes) -> None:
+    blob = encrypt(key, CTX_A, os.urandom(3 * CHUNK_SIZE))
+    dec = StreamDecryptor(new_data_key(), CTX_A)
+    assert dec.update(blob[:HEADER_SIZE - 1]) == b""
+    with pytest.raises(WrongKeyError):
+        dec.update(blob[HEADER_SIZE - 1:HEADER_SIZE])
+    with pytest.raises(IntegrityError):
+        dec.update(blob[HEADER_SIZE:])
+
+
+# -- format version 1 (read only) ----------------------------------------------------
+
+DATA = Path(__file__).parent / "data"
+V1_KEY = bytes(range(32))
+V1_CTX = "attachment:" + "0123456789abcdef" * 2
+
+
+def _v1_plaintext(n: int) -> bytes:
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += hashlib.sha256(i.to_bytes(8, "big")).digest()
+        i += 1
+    return bytes(out[:n])
+
+
+def encrypt_v1(key: bytes, ctx: str, plaintext: bytes) -> bytes:
+    """A format-1 blob exactly as the version-1 code wrote it (kept here as the writer
+    for compatibility tests; the app only writes v2)."""
+    from cryptography.cobblestone import Cobblestone256Encryptor
+
+    enc = Cobblestone256Encryptor(key, b"enclave/blob\x00\x01\x00" + ctx.encode())
+    return b"ENCV\x01" + enc.update(plaintext) + enc.finalize()
+
+
+@pytest.mark.parametrize("size", [0, 16385])
+def test_v1_blobs_written_by_the_old_code_still_decrypt(size: int) -> None:
+    """Golden files written by the version-1 module (before key ids)."""
+    blob = (DATA / f"stream-v1-{size}.bin").read_bytes()
+    assert blob[:5] == b"ENCV\x01" and blob_format_version(blob) == 1
+    assert len(blob) == ciphertext_size(size, 1)
+    assert plaintext_size_from_ciphertext(len(blob), 1) == size
+    assert decrypt(V1_KEY, V1_CTX, blob, piece=3) == _v1_plaintext(size)
+    assert encrypt_v1(V1_KEY, V1_CTX, _v1_plaintext(size))[:5] == blob[:5]
+    dec = StreamDecryptor(V1_KEY, V1_CTX)
+    dec.update(blob[:5])
+    assert dec.version == 1
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * MIB + 7])
+def test_v1_round_trip(size: int) -> None:
+    key = new_data_key()
+    plaintext = os.urandom(size)
+    blob = encrypt_v1(key, CTX_A, plaintext)
+    assert len(blob) == ciphertext_size(size, 1)
+    assert decrypt(key, CTX_A, blob, piece=4096) == plaintext
+
+
+def test_v1_tampering_and_wrong_key_still_refused(three_and_a_half: bytes) -> None:
+    key = new_data_key()
+    blob = encrypt_v1(key, CTX_A, three_and_a_half)
+    for offset in (4, 5, 40, 70, len(blob) - 1):
+        bad = bytearray(blob)
+        bad[offset] ^= 1
+        yielded, err = decrypt_collect(key, CTX_A, bytes(bad))
+        assert_rejected_safely(yielded, err, three_and_a_half)
+    yielded, err = decrypt_collect(new_data_key(), CTX_A, blob)
+    assert err is not None and yielded == b""
+    yielded, err = decrypt_collect(key, CTX_B, blob)
+    assert err is not None and yielded == b""
+
+
+def test_v1_blob_relabelled_v2_is_refused(key: bytes) -> None:
+    blob = bytearray(encrypt_v1(key, CTX_A, b"x" * 5000))
+    blob[4] = 2
+    with pytest.raises(IntegrityError):
+        decrypt(key, CTX_A, bytes(blob))
 
 
 def test_decryptor_is_dead_after_failure(key: bytes) -> None:

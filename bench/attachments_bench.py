@@ -447,7 +447,7 @@ def main() -> None:
            "ENCLAVE_API_LIMIT": "100000 per minute", "ENCLAVE_LOG_JSON": "0"}
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "server": args.server, "cpus": os.cpu_count(), "workdir": str(workdir),
+        "server": args.server, "cpus": os.cpu_count(),
         "transfers": [], "criteria": {"memory_delta_mib_max": 100, "throughput_ratio_min": 0.6,
                                       "rotate_100k_seconds_max": 60},
     }

@@ -132,6 +132,8 @@ def finding_create() -> Any:
             submission=idempotency_key())
     except AlreadySubmitted as exc:
         db.rollback()
+        if exc.target_type != "finding":
+            raise
         return replayed(_full(service.get_finding(user, exc.target_id or 0)))
     return _full(finding), 201, {"ETag": service.etag(finding)}
 
@@ -207,7 +209,7 @@ def reply_create(id: int) -> Any:
                                   submission=idempotency_key())
     except AlreadySubmitted as exc:
         db.rollback()
-        first = db.get(Reply, exc.target_id or 0)
+        first = db.get(Reply, exc.target_id or 0) if exc.target_type == "reply" else None
         if first is None or first.finding_id != id:
             raise
         return replayed(reply_json(service.reply_view(first), moderator))

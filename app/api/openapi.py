@@ -80,8 +80,9 @@ IDEMPOTENCY_KEY = {
     "schema": {"type": "string", "pattern": "^[A-Za-z0-9_\\-]{16,128}$"},
     "description": "Optional. The same key (per user, kept a day) creates one thing: a "
                    "repeat, sequential or concurrent, creates nothing and answers 200 with "
-                   "what the first call created (header Idempotent-Replayed: true). A "
-                   "malformed key is a 400 bad_idempotency_key.",
+                   "what the first call created (header Idempotent-Replayed: true). A key "
+                   "already used for another call is a 409 already_submitted; a malformed "
+                   "one a 400 bad_idempotency_key.",
 }
 IF_MATCH = {
     "name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},

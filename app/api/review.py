@@ -127,6 +127,8 @@ def flag_create(id: int) -> Any:
                                  submission=idempotency_key())
     except AlreadySubmitted as exc:
         db.rollback()
+        if exc.target_type != "flag":
+            raise
         return replayed(flag_json(flags.get_flag(api_user(), exc.target_id or 0)))
     return flag_json(flag), 201
 
@@ -174,6 +176,8 @@ def publication_create(id: int) -> Any:
             note=field(data, "note", required=False), submission=idempotency_key())
     except AlreadySubmitted as exc:
         db.rollback()
+        if exc.target_type != "request":
+            raise
         return replayed(request_json(_request(exc.target_id or 0)))
     return request_json(req), 201
 
@@ -189,6 +193,8 @@ def declassification_create(id: int) -> Any:
                                               submission=idempotency_key())
     except AlreadySubmitted as exc:
         db.rollback()
+        if exc.target_type != "request":
+            raise
         return replayed(request_json(_request(exc.target_id or 0)))
     return request_json(req), 201
 
@@ -256,7 +262,8 @@ def request_comment(id: int) -> Any:
                                       submission=idempotency_key())
     except AlreadySubmitted as exc:
         db.rollback()
-        first = db.get(ReviewComment, exc.target_id or 0)
+        first = (db.get(ReviewComment, exc.target_id or 0) if exc.target_type == "comment"
+                 else None)
         if first is None or first.request_id != id:
             raise
         return replayed({"id": first.id, "request_id": first.request_id,

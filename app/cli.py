@@ -333,6 +333,24 @@ def storage_gc(min_age_hours: float, dry_run: bool) -> None:
         fail("; ".join(report.errors))
 
 
+forms_group = AppGroup("forms", help="One-time form submission tokens.")
+enclave.add_command(forms_group)
+
+
+@forms_group.command("prune")
+@click.option("--older-than-hours", default=24.0, show_default=True,
+              type=click.FloatRange(min=1), help="Remove tokens older than this.")
+@service_command
+def forms_prune(older_than_hours: float) -> None:
+    """Remove old one-time form tokens (a replay after that creates again)."""
+    from datetime import timedelta
+
+    from app.submissions.service import prune
+
+    removed = prune(timedelta(hours=older_than_hours))
+    click.echo(f"removed {removed} form submission token(s) older than {older_than_hours:g}h")
+
+
 # ------------------------------------------------------------------ review, public export
 
 review_group = AppGroup("review", help="Dual-use review: affiliations, queue, decisions.")

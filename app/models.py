@@ -25,11 +25,12 @@ from app.review.models import (
     ReviewEvent,
     ReviewRequest,
 )
+from app.submissions.models import FormSubmission
 
 __all__ = [
     "ApiToken", "Attachment", "AuditEntry", "Category", "Finding", "FindingOrg", "FindingRead",
     "FindingRevision", "Invitation", "NdaAcknowledgement", "Notification", "OrgDomain",
     "Organization", "PasswordReset", "RecoveryCode", "Reply", "User", "Watch",
     "ConflictDeclaration", "Escalation", "Flag", "OrgAffiliation", "RequestAttachment",
-    "Review", "ReviewComment", "ReviewEvent", "ReviewRequest",
+    "Review", "ReviewComment", "ReviewEvent", "ReviewRequest", "FormSubmission",
 ]

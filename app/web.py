@@ -316,3 +316,41 @@ def int_arg(name: str, default: int = 1, *, maximum: int = 10**6) -> int:
     if raw.isascii() and raw.isdigit() and 0 < int(raw) < maximum:
         return int(raw)
     return default
+
+
+def already_submitted(exc: Any, fallback: str) -> Any:
+    """A double-submitted create form (``submissions.AlreadySubmitted``): nothing new was
+    made; say so and show what the first submission created."""
+    flash("Already submitted: this form was sent twice, so nothing new was created. Here "
+          "is what the first submission made.", "warning")
+    return redirect(submission_url(exc.target_type, exc.target_id) or fallback)
+
+
+def submission_url(target_type: str, target_id: int | None) -> str | None:
+    """The page of what a form submission created (None when unknown)."""
+    from app.db import db
+
+    if target_id is None:
+        return None
+    if target_type == "finding":
+        return url_for("findings.show", finding_id=target_id)
+    if target_type == "reply":
+        from app.findings.models import Reply
+
+        reply = db.get(Reply, target_id)
+        return None if reply is None else url_for(
+            "findings.show", finding_id=reply.finding_id, _anchor=f"reply-{reply.id}")
+    if target_type == "flag":
+        return url_for("review.flag_show", flag_id=target_id)
+    if target_type == "request":
+        return url_for("review.request_show", request_id=target_id)
+    if target_type == "comment":
+        from app.review.models import ReviewComment
+
+        comment = db.get(ReviewComment, target_id)
+        return None if comment is None else url_for(
+            "review.request_show", request_id=comment.request_id,
+            _anchor=f"comment-{comment.id}")
+    if target_type == "invitation":
+        return url_for("admin.user_list")
+    return None

@@ -29,6 +29,8 @@ from app.notifications.models import Notification
 from app.review import flags
 from app.review import service as review
 from app.review.models import Flag, Review, ReviewRequest
+from app.submissions import service as submissions
+from app.submissions.models import FormSubmission
 from tests.conftest import csrf_from, running_app
 from tests.factories import login, make_finding, make_org, make_user
 from tests.findings_world import make_category
@@ -420,22 +422,31 @@ def test_one_open_flag_per_reader_even_when_flagged_at_once(fault_app):
 # ------------------------------------------------------------------ double submissions
 
 
+def _token_from(html: str) -> str:
+    import re
+
+    field_ = re.search(r'<input[^>]*name="submission"[^>]*>', html)
+    assert field_, "no submission token in the form"
+    return re.search(r'value="([^"]+)"', field_.group(0)).group(1)  # type: ignore[union-attr]
+
+
 def test_double_submitted_forms(fault_app):
-    """What a double click does. A new finding has no natural key, so the same form sent
-    twice posts two complete findings (the second is an ordinary post, not a broken
-    one). A review or a publication request sent twice is refused the second time."""
+    """What a double click does: the same new-finding form sent twice posts one finding
+    (the second lands on it); a publication request sent twice is refused the second
+    time even without a token (one open request per finding)."""
     w = _world()
     client = fault_app.test_client()
     login(client, w["reader"])
     page = client.get("/findings/new")
     data = {"title": "Twice", "body": "Clicked twice.", "category": "circuits",
-            "level": "network", "csrf_token": csrf_from(page.text)}
+            "level": "network", "csrf_token": csrf_from(page.text),
+            "submission": _token_from(page.text)}
     first, second = client.post("/findings/new", data=data), client.post("/findings/new",
                                                                          data=data)
     assert first.status_code == second.status_code == 302
-    assert first.location != second.location
+    assert first.location == second.location
     twice = list(db.scalars(select(Finding).where(Finding.title == "Twice")))
-    assert len(twice) == 2 and all(f.body == "Clicked twice." for f in twice)
+    assert len(twice) == 1 and twice[0].body == "Clicked twice."
 
     from tests.review_world import build_world, publish_request
 
@@ -447,3 +458,138 @@ def test_double_submitted_forms(fault_app):
         assert exc.code == "open_request"
     else:  # pragma: no cover
         raise AssertionError("a second open publication request was accepted")
+
+
+N = 4
+
+
+def test_the_same_new_finding_form_sent_at_once_posts_one(fault_app):
+    """N tabs (sessions) of one user post the same form, token and all, at the same
+    moment: one finding; every other answer is a redirect to it."""
+    w = _world()
+    page_client = fault_app.test_client()
+    login(page_client, w["reader"])
+    token = _token_from(page_client.get("/findings/new").text)
+    clients = []
+    for _ in range(N):
+        client = fault_app.test_client()
+        login(client, w["reader"])
+        clients.append((client, csrf_from(client.get("/findings/new").text)))
+    db.remove()
+
+    def post(i: int) -> Callable[[], Callable[[], Any]]:
+        client, csrf = clients[i]
+        data = {"title": "At once", "body": "Sent from every tab.", "category": "circuits",
+                "level": "network", "orgs": ["other"], "csrf_token": csrf,
+                "submission": token}
+        return lambda: lambda: client.post("/findings/new", data=data)
+
+    results = _race(fault_app, [post(i) for i in range(N)])
+    assert all(not isinstance(r, Exception) for r in results), results
+    assert [r.status_code for r in results] == [302] * N, [r.status_code for r in results]
+    db.rollback()
+    made = list(db.scalars(select(Finding).where(Finding.title == "At once")))
+    assert len(made) == 1
+    assert {r.location for r in results} == {f"/findings/{made[0].id}"}
+    assert db.scalar(select(func.count()).select_from(FindingOrg)
+                     .where(FindingOrg.finding_id == made[0].id)) == 2
+    assert db.scalar(select(func.count()).select_from(FormSubmission)) == 1
+    assert audit.verify_chain().ok
+
+
+def test_the_same_reply_token_at_once_posts_one_reply(fault_app):
+    w = _world()
+    token = submissions.new_token()
+
+    def reply() -> Callable[[], Any]:
+        user, target = db.get(User, w["reader"].id), db.get(Finding, w["finding"].id)
+        return lambda: findings.add_reply(user, target, "Only once.", submission=token)
+
+    results = _race(fault_app, [reply] * N)
+    accepted = [r for r in results if isinstance(r, Reply)]
+    repeated = [r for r in results if isinstance(r, submissions.AlreadySubmitted)]
+    assert len(accepted) == 1 and len(repeated) == N - 1, results
+    assert {(e.target_type, e.target_id) for e in repeated} == {("reply", accepted[0].id)}
+    db.rollback()
+    db.expire_all()
+    assert db.scalar(select(func.count()).select_from(Reply)) == 1
+    assert db.get(Finding, w["finding"].id).reply_count == 1
+
+
+def test_edits_from_one_base_version_at_once_one_wins(fault_app):
+    """N editors opened version 1 and save at the same moment: one edit is written, the
+    others are refused as conflicts (nothing of theirs is written), one revision."""
+    home = make_org("home")
+    author = make_user(home, name="author", mfa_on=False)
+    admin = make_user(home, name="admin", role="admin", mfa_on=False)
+    finding = make_finding(author, title="Original", body="version 0")
+    assert finding.version == 1
+
+    def editor(user_id: int, body: str) -> Callable[[], Callable[[], Any]]:
+        def prepare() -> Callable[[], Any]:
+            user, target = db.get(User, user_id), db.get(Finding, finding.id)
+            return lambda: findings.edit_finding(user, target, body=body, base_version=1)
+        return prepare
+
+    users = [author.id, admin.id] * (N // 2)
+    results = _race(fault_app, [editor(u, f"edit {i}") for i, u in enumerate(users)])
+    won = [i for i, r in enumerate(results) if r is True]
+    lost = [r for r in results if isinstance(r, findings.EditConflict)]
+    assert len(won) == 1 and len(lost) == N - 1, results
+    assert all((e.base, e.current) == (1, 2) for e in lost)
+    db.rollback()
+    db.expire_all()
+    current = db.get(Finding, finding.id)
+    assert current.body == f"edit {won[0]}" and current.version == 2
+    revisions = list(db.scalars(select(FindingRevision)
+                                .where(FindingRevision.finding_id == finding.id)))
+    assert [r.old_body for r in revisions] == ["version 0"]  # 1 + 1 versions, no more
+
+
+def test_api_patches_with_one_if_match_at_once_one_wins(fault_app, api_token):
+    home = make_org("home")
+    author = make_user(home, name="author", mfa_on=False)
+    finding = make_finding(author, title="Original", body="version 0")
+    headers = api_token(author)
+    client = fault_app.test_client()
+    fid = finding.id
+    etag = client.get(f"/api/v1/findings/{fid}", headers=headers).headers["ETag"]
+    db.remove()
+
+    def patch(i: int) -> Callable[[], Callable[[], Any]]:
+        return lambda: lambda: fault_app.test_client().patch(
+            f"/api/v1/findings/{fid}", json={"body": f"api edit {i}"},
+            headers={**headers, "If-Match": etag})
+
+    results = _race(fault_app, [patch(i) for i in range(N)])
+    codes = sorted(r.status_code for r in results)
+    assert codes == [200] + [409] * (N - 1), codes
+    assert {r.json["error"]["code"] for r in results if r.status_code == 409} == \
+        {"edit_conflict"}
+    db.rollback()
+    assert db.scalar(select(func.count()).select_from(FindingRevision)
+                     .where(FindingRevision.finding_id == fid)) == 1
+
+
+def test_duplicate_votes_of_several_reviewers_at_once_one_review_each(fault_app):
+    w, req = _review_world()
+
+    def by(user_id: int) -> Callable[[], Callable[[], Any]]:
+        def submit() -> Callable[[], Any]:
+            reviewer = db.get(User, user_id)
+            target = review.request_for_review(reviewer, req.id)
+            return lambda: review.add_review(reviewer, target, decision="approve",
+                                             risk="low", scores=scores(), comment="Fine.")
+        return submit
+
+    reviewers = [w.rev_b.id, w.rev_c.id, w.rev_d.id]
+    results = _race(fault_app, [by(u) for u in reviewers for _ in range(2)])
+    accepted = [r for r in results if isinstance(r, Review)]
+    refused = [r for r in results if isinstance(r, ServiceError)]
+    assert len(accepted) == 3 and len(refused) == 3, results
+    assert {e.code for e in refused} == {"duplicate_review"}
+    db.rollback()
+    db.expire_all()
+    rows = list(db.scalars(select(Review.reviewer_id).where(Review.request_id == req.id)))
+    assert sorted(rows) == sorted(reviewers)
+    assert db.get(ReviewRequest, req.id).state == "approved"

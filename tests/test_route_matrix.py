@@ -51,6 +51,7 @@ from app.orgs import service as orgs
 from app.orgs.models import Organization
 from app.review import flags, rules
 from app.review import service as review
+from app.review.levels import change_level
 from app.review.models import Flag, ReviewRequest
 from tests.conftest import csrf_from, empty_database, make_app
 from tests.factories import PASSWORD, login, make_org, make_user
@@ -98,8 +99,8 @@ def canary(kind: str) -> str:
 class Vis:
     """Who may see a canary: ``kind`` names the rule, ``keys`` what it is about."""
 
-    kind: str  # finding | hidden | request | flag | flagger | person | org | public
-    keys: tuple[str, ...] = ()
+    kind: str  # finding | version | hidden | request | flag | author | person | org | public
+    keys: tuple[str, ...] = ()  # version: (finding key, level then, compartment then)
 
 
 # --------------------------------------------------------------------------- the world
@@ -136,7 +137,7 @@ PRINCIPALS = [
     "anonymous", "pending", "suspended", "disabled", "revoked", "outsider",
     "clr_public", "clr_network", "clr_restricted", "insider", "nda_missing",
     "nda_outdated", "mfa_off", "colleague_reviewer", "author", "reviewer", "east_member",
-    "admin", "admin_network", "flagger",
+    "admin", "admin_network", "org_admin", "flagger",
 ]
 #: What each principal is (printed with the counts, and documentation for readers).
 PRINCIPAL_HELP = {
@@ -159,6 +160,7 @@ PRINCIPAL_HELP = {
     "east_member": "member of the organization named in the compartments",
     "admin": "administrator in the author's organization, cleared confidential",
     "admin_network": "administrator of another organization, clearance network",
+    "org_admin": "organization admin of the authors' organization, clearance restricted",
     "flagger": "flagged the network finding (reviewers stay anonymous to them)",
 }
 
@@ -205,6 +207,7 @@ def build_world(world: World) -> dict[str, User]:
     person("colleague_reviewer", north, role="reviewer")
     person("author", north)
     person("admin", north, role="admin")
+    person("org_admin", north, role="org_admin", clearance="restricted")
     person("outsider", west)
     person("admin_network", west, role="admin", clearance="network", ndas=["network-terms"])
     person("east_member", east)
@@ -238,7 +241,13 @@ def build_world(world: World) -> dict[str, User]:
         ("confn", "confidential", [], "confn_author"),
         ("pub", "restricted", [], "author"),
         ("rel", "restricted", [], "author"),
+        # declassified through review (restricted -> network); its first version stays
+        # restricted in the history
+        ("decl", "restricted", [], "decl_author"),
+        # released through review and then at the public level itself
+        ("pubf", "network", [], "pubf_author"),
     ]
+    tails: dict[str, str] = {}
     with notify.suppress_email():
         for key, level, compartment, author_key in plan:
             if author_key not in u:
@@ -246,8 +255,9 @@ def build_world(world: World) -> dict[str, User]:
             author = u[author_key]
             fv = Vis("finding", (key,))
             title = f"{world.add('title', fv)} study of {level} heads"
+            tails[key] = world.add('tail', fv)
             body = (f"zebrafish {world.add('body', fv)} details.\n\n"
-                    f"More zebrafish {world.add('tail', fv)} notes.")
+                    f"More zebrafish {tails[key]} notes.")
             category = "steering" if key in ("res", "conf") else "circuits"
             f = findings.create_finding(author, title=title, body=body, category=category,
                                         level=level, orgs=[world.orgs[o] for o in compartment])
@@ -327,6 +337,56 @@ def build_world(world: World) -> dict[str, User]:
                                  reason=f"risky {world.add('flagreason', Vis('flag', ('net',)))}",
                                  suggested_level="restricted")
         world.flags["net"] = flag.id
+        # a resolved (dismissed) flag on the restricted finding
+        done = flags.create_flag(
+            u["clr_restricted"], world.findings["res"],
+            reason=f"resolved {world.add('flagreason', Vis('flag', ('res',)))}",
+            suggested_level="confidential")
+        flags.resolve_flag(u["reviewer"], done, outcome="dismiss",
+                           note=f"dismissed {world.add('flagnote', Vis('flag', ('res',)))}")
+        assert done.state != "open"
+        world.flags["res"] = done.id
+
+        # an applied declassification: two approvals, then the admin applies it. The first
+        # version (restricted, with the old tail) is kept in the history, above the
+        # network readers who can read the finding now
+        decl = db.get(Finding, world.findings["decl"])
+        dv = Vis("finding", ("decl",))
+        world.canaries[tails["decl"]] = Vis("version", ("decl", "restricted", ""))
+        findings.edit_finding(u["decl_author"], decl,
+                              body=decl.body.replace(tails["decl"], world.add("newtail", dv)))
+        applied = review.create_declassification(
+            u["decl_author"], world.findings["decl"], target_level="network",
+            note=f"why {world.add('declnote', Vis('request', ('applied',)))}")
+        review.add_review(u["reviewer"], applied, decision="approve", risk="low",
+                          scores=scores,
+                          comment=f"ok {world.add('declreview', Vis('request', ('applied',)))}")
+        review.add_review(u["rev_c"], applied, decision="approve", risk="low", scores=scores,
+                          comment="Fine to lower.")
+        review.release(u["admin"], applied)
+        assert applied.state == "applied" and decl.level == "network"
+        world.requests["applied"] = applied.id
+        world.finding_of_request["applied"] = "decl"
+
+        # a finding released through review and then at the public level itself (the
+        # services never lower a finding to public: the review outcome is applied here
+        # the way a declassification is)
+        pubf = db.get(Finding, world.findings["pubf"])
+        out = review.create_publication(
+            u["pubf_author"], pubf.id,
+            public_title=f"{world.add('pubftitle', Vis('public'))} open heads",
+            public_body=f"Open {world.add('pubfbody', Vis('public'))} text.",
+            note=f"note {world.add('pubfnote', Vis('request', ('pubrel',)))}")
+        review.add_review(u["reviewer"], out, decision="approve", risk="low", scores=scores,
+                          comment="Fine.")
+        review.add_review(u["rev_c"], out, decision="approve", risk="low", scores=scores,
+                          comment="Fine.")
+        review.release(u["admin"], out)
+        change_level(u["admin"], pubf, "public", why=f"request:{out.id}")
+        db.commit()
+        assert pubf.level == "public" and out.state == "released"
+        world.requests["pubrel"] = out.id
+        world.finding_of_request["pubrel"] = "pubf"
         aff = flags.add_affiliation(u["admin"], "west", "delta", "sister labs")
         world.affiliation = aff.id
         world.invitation = users.invite(u["admin"], north, "invitee@north.example", "network",
@@ -380,6 +440,7 @@ class Facts:
     viewer: dict[str, str | None] = field(default_factory=dict)
     flag_role: dict[str, str | None] = field(default_factory=dict)
     visible: set[str] = field(default_factory=set)
+    versions: dict[str, bool] = field(default_factory=dict)  # version canary -> readable
 
 
 def _facts(key: str, world: World, *, signed_in: bool, token_ok: bool) -> Facts:
@@ -404,19 +465,28 @@ def _facts(key: str, world: World, *, signed_in: bool, token_ok: bool) -> Facts:
         facts.viewer[rkey] = review.viewer_role(user, db.get(ReviewRequest, rid))
     for fkey, flag_id in world.flags.items():
         facts.flag_role[fkey] = flags.flag_role(user, db.get(Flag, flag_id))
+    for word, vis in world.canaries.items():
+        if vis.kind == "version":
+            fkey, level, compartment = vis.keys
+            finding = db.get(Finding, world.findings[fkey])
+            facts.versions[word] = (fkey in facts.readable and access.can_read_version(
+                user, finding, level, compartment))
     return facts
 
 
 def _visible(facts: Facts, world: World) -> set[str]:
     """The canaries this principal may see anywhere."""
     out = set()
-    reviewed = {"reviewer": ("pub", "rel"), "rev_c": ("rel",)}
+    reviewed = {"reviewer": ("pub", "rel", "applied", "pubrel"),
+                "rev_c": ("rel", "applied", "pubrel")}
     for word, vis in world.canaries.items():
         k = vis.keys[0] if vis.keys else ""
         if vis.kind == "public":
             ok = True
         elif vis.kind == "finding":
             ok = k in facts.readable
+        elif vis.kind == "version":
+            ok = facts.versions.get(word, False)
         elif vis.kind == "hidden":
             ok = k in facts.readable and facts.admin
         elif vis.kind == "author":
@@ -434,15 +504,19 @@ def _visible(facts: Facts, world: World) -> set[str]:
             else:
                 ok = ok or any(facts.viewer.get(r) in ("admin", "reviewer")
                                for r in reviewed[k])
+                if k == "reviewer":  # he resolved the "res" flag
+                    ok = ok or facts.flag_role.get("res") in ("admin", "reviewer")
         elif vis.kind == "org":
             ok = facts.admin or facts.org_slug == k
             if k == "east":
                 ok = ok or bool(facts.readable & {"rcomp", "conf"})
             elif k == "bravo":  # the reviewer's organization is shown with the name
                 ok = ok or any(facts.viewer.get(r) in ("admin", "reviewer")
-                               for r in ("pub", "rel"))
+                               for r in reviewed["reviewer"])
+                ok = ok or facts.flag_role.get("res") in ("admin", "reviewer")
             elif k == "charlie":
-                ok = ok or facts.viewer.get("rel") in ("admin", "reviewer")
+                ok = ok or any(facts.viewer.get(r) in ("admin", "reviewer")
+                               for r in reviewed["rev_c"])
             elif k == "delta":
                 ok = ok or facts.flag_role.get("net") in ("admin", "reviewer")
         else:  # pragma: no cover
@@ -454,6 +528,10 @@ def _visible(facts: Facts, world: World) -> set[str]:
 
 #: Pages that list every trusted organization to any member in good standing (the
 #: compartment picker, the admin pages): organization names are not secret there.
+#: Pages where an organization admin manages the members of their own organization: the
+#: names of those members (authors included) are not secret to them there.
+MEMBER_LISTING = {"admin.user_list", "admin.invite", "admin.user_edit"}
+
 ORG_LISTING = {"findings.new", "findings.edit", "review.admin", "orgs.index", "orgs.edit",
                "admin.user_list", "admin.invite", "admin.user_edit", "api.admin_orgs",
                "api.affiliations_list", "admin.audit_log", "api.admin_audit"}
@@ -721,11 +799,15 @@ def _targets(kind: str, rule: Rule, world: World) -> list[Target]:
     raise AssertionError(kind)  # pragma: no cover
 
 
+#: The released publication requests (their public versions are on the public pages).
+RELEASED = {"rel", "pubrel"}
+
+
 def entitled(facts: Facts, spec: R, target: Target, api: bool) -> bool:
     """Whether the rule lets this principal through (the matrix's oracle)."""
     gate = spec.gate
     if gate == "read" and spec.target in ("public_item", "public_file"):
-        return target.key == "rel"
+        return target.key in RELEASED
     if gate == "public":
         return True
     if not (facts.api_ok if api else facts.web_ok):
@@ -899,6 +981,9 @@ def _protected(p: Principal, endpoint: str, world: World) -> list[str]:
         if word in p.facts.visible:
             continue
         if vis.kind == "org" and endpoint in ORG_LISTING and (p.facts.web_ok or p.facts.api_ok):
+            continue
+        if (vis.kind == "author" and endpoint in MEMBER_LISTING and p.facts.org_admin
+                and p.facts.org_slug == "north"):  # every author is in north
             continue
         hidden.append(word)
     return hidden
@@ -1182,8 +1267,10 @@ def test_canaries_show_where_they_should(matrix: Matrix) -> None:
     for rid in w.requests.values():
         seen += _get(matrix, "admin", f"/review/requests/{rid}")
     seen += _get(matrix, "reviewer", f"/review/requests/{w.requests['pub']}")
-    seen += _get(matrix, "admin", f"/review/flags/{w.flags['net']}")
-    seen += _get(matrix, "anonymous", f"/public/{w.requests['rel']}")
+    for flag_id in w.flags.values():
+        seen += _get(matrix, "admin", f"/review/flags/{flag_id}")
+    for key in sorted(RELEASED):
+        seen += _get(matrix, "anonymous", f"/public/{w.requests[key]}")
     seen += _get(matrix, "admin", "/admin/users?per_page=100")
     missing = [f"{v.kind}:{c}" for c, v in w.canaries.items() if c not in seen]
     assert not missing, f"canaries never shown to anyone entitled: {missing}"

@@ -17,7 +17,8 @@ from app.db import db, utcnow
 from app.errors import NotFound, ServiceError
 from app.orgs.models import Organization
 from app.pagination import paginate
-from app.web import form_error, role_required
+from app.submissions.service import AlreadySubmitted
+from app.web import already_submitted, form_error, role_required
 
 bp = Blueprint("admin", __name__, template_folder="templates", url_prefix="/admin")
 
@@ -82,8 +83,13 @@ def invite() -> Any:
             if org is None:
                 raise ServiceError("Choose an organization you manage.", field="org")
             new = users.invite(current_user, org, form.email.data or "",
-                               form.clearance.data or "", form.role.data or "member")
+                               form.clearance.data or "", form.role.data or "member",
+                               submission=form.submission.data)
+        except AlreadySubmitted as exc:
+            db.rollback()
+            return already_submitted(exc, url_for("admin.user_list"))
         except ServiceError as exc:
+            db.rollback()
             form_error(exc, form)
         else:
             link = url_for("auth.accept_invitation", token=new.token, _external=True)

@@ -136,6 +136,21 @@ def field(data: dict[str, Any], name: str, kind: type = str, *, required: bool =
     return value
 
 
+def idempotency_key() -> str | None:
+    """The optional ``Idempotency-Key`` header of a create call: the same key twice (per
+    user, kept a day) creates one thing; the repeat answers 200 with it (see
+    :func:`replayed`). 400 bad_idempotency_key when malformed."""
+    from app.submissions.service import check_key
+
+    return check_key(request.headers.get("Idempotency-Key"))
+
+
+def replayed(body: dict[str, Any]) -> Any:
+    """The answer to a repeated ``Idempotency-Key``: what the first call created, 200,
+    marked with ``Idempotent-Replayed: true``."""
+    return body, 200, {"Idempotent-Replayed": "true"}
+
+
 def page_json(page: Page, render: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     return {"items": [render(i) for i in page.items], "page": page.page,
             "pages": page.pages, "per_page": page.per_page, "total": page.total}

@@ -8,14 +8,16 @@ from typing import Any
 from flask import request, url_for
 
 from app import state
-from app.api import api_user, bp, field, json_body, page_json
+from app.api import api_user, bp, field, idempotency_key, json_body, page_json, replayed
 from app.attachments import service as attachments
+from app.db import db
 from app.errors import Forbidden, ServiceError
 from app.extensions import limiter, not_a_search, search_limit, user_or_address
 from app.findings import search as search_service
 from app.findings import service
-from app.findings.models import Category, Finding
+from app.findings.models import Category, Finding, Reply
 from app.notifications import service as notify
+from app.submissions.service import AlreadySubmitted
 
 FINDING_FIELDS = {"title", "body", "level", "orgs", "category", "locked"}
 
@@ -67,6 +69,7 @@ def _full(finding: Finding) -> dict[str, Any]:
     return {**finding_json(finding), "body": finding.body,
             "body_html": service.body_html(finding),
             "revisions": service.revision_count(finding),
+            "version": finding.version,
             "replies": [reply_json(r, moderator) for r in replies],
             "attachments": [
                 attachments.summary(a, url_for("api.download_attachment", attachment_id=a.id))
@@ -123,12 +126,20 @@ def finding_create() -> Any:
     if unknown:
         raise ServiceError(f"Unknown field(s): {', '.join(sorted(unknown))}.",
                            code="unknown_field")
-    finding = service.create_finding(
-        api_user(), title=field(data, "title", required=False, default=""),
-        body=field(data, "body", required=False, default=""),
-        category=field(data, "category", required=False, default=""),
-        level=field(data, "level", required=False, default=""), orgs=_orgs(data))
-    return _full(finding), 201
+    user = api_user()
+    try:
+        finding = service.create_finding(
+            user, title=field(data, "title", required=False, default=""),
+            body=field(data, "body", required=False, default=""),
+            category=field(data, "category", required=False, default=""),
+            level=field(data, "level", required=False, default=""), orgs=_orgs(data),
+            submission=idempotency_key())
+    except AlreadySubmitted as exc:
+        db.rollback()
+        if exc.target_type != "finding":
+            raise
+        return replayed(_full(service.get_finding(user, exc.target_id or 0)))
+    return _full(finding), 201, {"ETag": service.etag(finding)}
 
 
 @bp.get("/findings/<int:id>")
@@ -136,7 +147,22 @@ def finding_get(id: int) -> Any:
     user = api_user()
     finding = service.get_finding(user, id)
     service.record_view(user, finding)
-    return _full(finding)
+    return _full(finding), 200, {"ETag": service.etag(finding)}
+
+
+def _if_match(finding: Finding) -> int | None:
+    """The base version named by ``If-Match`` (the ETag a GET returned): None without the
+    header or with ``*``; -1 (matches nothing: 409) for a tag that is not one of ours."""
+    header = request.headers.get("If-Match")
+    if header is None or not header.strip():
+        return None
+    if request.if_match.star_tag:
+        return None
+    for tag in request.if_match.as_set(include_weak=True):
+        if tag.startswith("v") and tag[1:].isascii() and tag[1:].isdigit() \
+                and len(tag) < 12:
+            return int(tag[1:])
+    return -1
 
 
 @bp.patch("/findings/<int:id>")
@@ -160,15 +186,19 @@ def finding_patch(id: int) -> Any:
         raise Forbidden("Only administrators move or lock findings.")
     if category is not None:
         service.category_for(category)  # validate before anything is written
+    base = _if_match(finding)
+    if base is not None and base != finding.version:  # refused before anything is written
+        raise service.EditConflict(base, finding.version)
     if locked is False:
         service.set_locked(user, finding, False)
     if any(v is not None for v in (title, body, level, orgs)):
-        service.edit_finding(user, finding, title=title, body=body, level=level, orgs=orgs)
+        service.edit_finding(user, finding, title=title, body=body, level=level, orgs=orgs,
+                             base_version=base)
     if category is not None:
         service.move_finding(user, finding, category)
     if locked is True:
         service.set_locked(user, finding, True)
-    return _full(finding)
+    return _full(finding), 200, {"ETag": service.etag(finding)}
 
 
 @bp.post("/findings/<int:id>/replies")
@@ -176,8 +206,18 @@ def reply_create(id: int) -> Any:
     user = api_user()
     finding = service.get_finding(user, id)
     data = json_body()
-    reply = service.add_reply(user, finding, field(data, "body", required=False, default=""))
-    return reply_json(service.reply_view(reply), service.is_moderator(user)), 201
+    moderator = service.is_moderator(user)
+    try:
+        reply = service.add_reply(user, finding, field(data, "body", required=False,
+                                                       default=""),
+                                  submission=idempotency_key())
+    except AlreadySubmitted as exc:
+        db.rollback()
+        first = db.get(Reply, exc.target_id or 0) if exc.target_type == "reply" else None
+        if first is None or first.finding_id != id:
+            raise
+        return replayed(reply_json(service.reply_view(first), moderator))
+    return reply_json(service.reply_view(reply), moderator), 201
 
 
 @bp.get("/notifications")

@@ -75,11 +75,36 @@ PAGE_PARAMS = [
 ]
 
 
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_\\-]{16,128}$"},
+    "description": "Optional. The same key (per user, kept a day) creates one thing: a "
+                   "repeat, sequential or concurrent, creates nothing and answers 200 with "
+                   "what the first call created (header Idempotent-Replayed: true). A key "
+                   "already used for another call is a 409 already_submitted; a malformed "
+                   "one a 400 bad_idempotency_key.",
+}
+IF_MATCH = {
+    "name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
+    "description": "Optional: the ETag a GET of the finding returned (\"v<version>\"). When "
+                   "the finding changed since, nothing is written and the answer is 409 "
+                   "edit_conflict. Without it, the edit applies to the current version.",
+}
+ETAG_HEADER = {"ETag": {"description": "The finding's version, for If-Match on PATCH",
+                        "schema": {"type": "string"}}}
+
+
 def operation(method: str, path: str, summary: str, *, response: dict[str, Any] | None = None,
               status: str = "200", body: dict[str, Any] | None = None,
               params: list[dict[str, Any]] | None = None, auth: bool = True,
               errors: tuple[str, ...] = ("400", "401", "403", "404"),
-              raw_body: bool = False, raw_response: bool = False) -> None:
+              raw_body: bool = False, raw_response: bool = False,
+              idempotent: bool = False, etag: bool = False) -> None:
+    """Declare one API operation. ``idempotent``: a create call that honours an
+    ``Idempotency-Key`` header (a repeat answers 200). ``etag``: the answer carries the
+    finding's ETag."""
+    if idempotent:
+        params = [*(params or []), IDEMPOTENCY_KEY]
     op: dict[str, Any] = {"summary": summary, "responses": {}}
     if status == "204":
         op["responses"][status] = {"description": "Done (no content)"}
@@ -89,6 +114,12 @@ def operation(method: str, path: str, summary: str, *, response: dict[str, Any] 
     else:
         op["responses"][status] = {"description": "OK", "content": {
             "application/json": {"schema": response or {"type": "object"}}}}
+    if idempotent:
+        op["responses"]["200"] = {
+            "description": "A repeated Idempotency-Key: what the first call created",
+            "content": {"application/json": {"schema": response or {"type": "object"}}}}
+    if etag:
+        op["responses"][status]["headers"] = ETAG_HEADER
     for code in errors:
         op["responses"][code] = {"description": "Error", "content": {
             "application/json": {"schema": ref("Error")}}}
@@ -183,7 +214,8 @@ SCHEMAS.update({
     "Notification": {"type": "object", "required": ["id", "kind", "finding", "read"],
                      "properties": {"id": {"type": "integer"},
                                     "kind": {"enum": ["reply", "mention", "new_finding",
-                                                              "review_work", "review_result"]},
+                                                      "review_work", "review_result",
+                                                      "flag_outcome"]},
                                     "created_at": _STR, "read": {"type": "boolean"},
                                     "finding": ref("Finding"),
                                     "reply_id": {"type": ["integer", "null"]},
@@ -191,6 +223,8 @@ SCHEMAS.update({
 })
 SCHEMAS["FindingFull"] = {"allOf": [ref("Finding"), {"type": "object", "properties": {
     "body": _STR, "body_html": _STR, "revisions": {"type": "integer"},
+    "version": {"type": "integer", "description": "moves with every edit; the ETag is "
+                                                  "\"v<version>\""},
     "replies": {"type": "array", "items": ref("Reply")}}}]}
 operation("get", "/categories", "Categories (research areas)",
           response={"type": "object", "properties": {"items": {"type": "array",
@@ -206,24 +240,27 @@ operation("get", "/findings",
                   {"name": "level", "in": "query", "schema": _STR},
                   {"name": "category", "in": "query", "schema": _STR}])
 operation("post", "/findings", "Post a finding (orgs: a compartment; yours is always in it)",
-          status="201", response=ref("FindingFull"),
+          status="201", response=ref("FindingFull"), idempotent=True, etag=True,
           body={"type": "object", "required": ["category", "title", "body", "level"],
                 "properties": {"category": _STR, "title": {"type": "string", "maxLength": 300},
                                "body": _STR, "level": _STR,
-                               "orgs": {"type": "array", "items": _STR}}})
+                               "orgs": {"type": "array", "items": _STR}}},
+          errors=("400", "401", "403", "404", "409"))
 operation("get", "/findings/{id}", "A finding with its replies (reading above network is "
-          "audit-logged)", response=ref("FindingFull"))
+          "audit-logged); the ETag names its version", response=ref("FindingFull"),
+          etag=True)
 operation("patch", "/findings/{id}",
           "Edit (author or admin; keeps a revision). Raising the level is immediate, "
-          "lowering it is refused (400 needs_review). Admins: category, locked",
-          response=ref("FindingFull"),
+          "lowering it is refused (400 needs_review). Admins: category, locked. With "
+          "If-Match (the ETag of a GET): 409 edit_conflict when someone edited it since",
+          response=ref("FindingFull"), params=[IF_MATCH], etag=True,
           body={"type": "object", "properties": {
               "title": _STR, "body": _STR, "level": _STR,
               "orgs": {"type": "array", "items": _STR}, "category": _STR,
               "locked": {"type": "boolean"}}},
           errors=("400", "401", "403", "404", "409"))
 operation("post", "/findings/{id}/replies", "Reply (inherits the finding's access)",
-          status="201", response=ref("Reply"),
+          status="201", response=ref("Reply"), idempotent=True,
           body={"type": "object", "required": ["body"], "properties": {"body": _STR}},
           errors=("400", "401", "403", "404", "409"))
 operation("get", "/notifications", "Your notifications on findings you can read now",
@@ -321,7 +358,7 @@ SCHEMAS["Affiliation"] = {
 _REASON = {"type": "object", "required": ["reason"],
            "properties": {"reason": {"type": "string"}}}
 operation("post", "/findings/{id}/flags", "Flag a readable finding as a dual-use concern",
-          status="201", response=ref("Flag"),
+          status="201", response=ref("Flag"), idempotent=True,
           body={"type": "object", "required": ["reason"],
                 "properties": {"reason": {"type": "string"},
                                "suggested_level": {"type": "string"}}},
@@ -343,11 +380,11 @@ operation("post", "/findings/{id}/conflicts",
                                    "declared": {"const": True}}})
 operation("post", "/findings/{id}/publication-requests",
           "Author or admin: ask to publish a public version (pinned by SHA-256)",
-          status="201", response=ref("ReviewRequest"), body=_PUBLICATION_BODY,
+          status="201", response=ref("ReviewRequest"), body=_PUBLICATION_BODY, idempotent=True,
           errors=("400", "401", "403", "404", "409"))
 operation("post", "/findings/{id}/declassification-requests",
           "Author or admin: ask to lower the finding's level", status="201",
-          response=ref("ReviewRequest"),
+          response=ref("ReviewRequest"), idempotent=True,
           body={"type": "object", "required": ["target_level", "note"],
                 "properties": {"target_level": {"type": "string"},
                                "note": {"type": "string"}}},
@@ -385,6 +422,7 @@ operation("post", "/review/requests/{id}/decisions",
           errors=("400", "401", "403", "404", "409"))
 operation("post", "/review/requests/{id}/comments",
           "Reviewers and the author: add to the request's discussion", status="201",
+          idempotent=True,
           body={"type": "object", "required": ["body"],
                 "properties": {"body": {"type": "string"}}},
           response={"type": "object", "required": ["id", "request_id", "body"],

@@ -9,13 +9,25 @@ from typing import Any
 from flask import request, url_for
 
 from app import state
-from app.api import api_user, bp, field, json_body, page_json, public, require_role
+from app.api import (
+    api_user,
+    bp,
+    field,
+    idempotency_key,
+    json_body,
+    page_json,
+    public,
+    replayed,
+    require_role,
+)
 from app.auth.models import Role
+from app.db import db
 from app.errors import ServiceError
 from app.findings import service as findings
 from app.publish import service as public_service
 from app.review import flags, service
-from app.review.models import Flag, OrgAffiliation, ReviewRequest
+from app.review.models import Flag, OrgAffiliation, ReviewComment, ReviewRequest
+from app.submissions.service import AlreadySubmitted
 
 
 def _only(data: dict[str, Any], allowed: set[str]) -> None:
@@ -109,8 +121,15 @@ def _request(item_id: int) -> ReviewRequest:
 def flag_create(id: int) -> Any:
     data = json_body()
     _only(data, {"reason", "suggested_level"})
-    flag = flags.create_flag(api_user(), id, reason=field(data, "reason"),
-                             suggested_level=field(data, "suggested_level", required=False))
+    try:
+        flag = flags.create_flag(api_user(), id, reason=field(data, "reason"),
+                                 suggested_level=field(data, "suggested_level", required=False),
+                                 submission=idempotency_key())
+    except AlreadySubmitted as exc:
+        db.rollback()
+        if exc.target_type != "flag":
+            raise
+        return replayed(flag_json(flags.get_flag(api_user(), exc.target_id or 0)))
     return flag_json(flag), 201
 
 
@@ -147,13 +166,19 @@ PUBLICATION_FIELDS = {"public_title", "public_body", "attachments", "embargo_unt
 def publication_create(id: int) -> Any:
     data = json_body()
     _only(data, PUBLICATION_FIELDS)
-    req = service.create_publication(
-        api_user(), id, public_title=field(data, "public_title"),
-        public_body=field(data, "public_body"),
-        attachments=field(data, "attachments", list, required=False, default=[]),
-        embargo_until=field(data, "embargo_until", required=False),
-        embargo_tz=field(data, "embargo_tz", required=False),
-        note=field(data, "note", required=False))
+    try:
+        req = service.create_publication(
+            api_user(), id, public_title=field(data, "public_title"),
+            public_body=field(data, "public_body"),
+            attachments=field(data, "attachments", list, required=False, default=[]),
+            embargo_until=field(data, "embargo_until", required=False),
+            embargo_tz=field(data, "embargo_tz", required=False),
+            note=field(data, "note", required=False), submission=idempotency_key())
+    except AlreadySubmitted as exc:
+        db.rollback()
+        if exc.target_type != "request":
+            raise
+        return replayed(request_json(_request(exc.target_id or 0)))
     return request_json(req), 201
 
 
@@ -161,9 +186,16 @@ def publication_create(id: int) -> Any:
 def declassification_create(id: int) -> Any:
     data = json_body()
     _only(data, {"target_level", "note"})
-    req = service.create_declassification(api_user(), id,
-                                          target_level=field(data, "target_level"),
-                                          note=field(data, "note"))
+    try:
+        req = service.create_declassification(api_user(), id,
+                                              target_level=field(data, "target_level"),
+                                              note=field(data, "note"),
+                                              submission=idempotency_key())
+    except AlreadySubmitted as exc:
+        db.rollback()
+        if exc.target_type != "request":
+            raise
+        return replayed(request_json(_request(exc.target_id or 0)))
     return request_json(req), 201
 
 
@@ -225,7 +257,17 @@ def request_comment(id: int) -> Any:
     data = json_body()
     _only(data, {"body"})
     req = _request(id)
-    comment = service.add_comment(api_user(), req, field(data, "body"))
+    try:
+        comment = service.add_comment(api_user(), req, field(data, "body"),
+                                      submission=idempotency_key())
+    except AlreadySubmitted as exc:
+        db.rollback()
+        first = (db.get(ReviewComment, exc.target_id or 0) if exc.target_type == "comment"
+                 else None)
+        if first is None or first.request_id != id:
+            raise
+        return replayed({"id": first.id, "request_id": first.request_id,
+                         "body": first.body})
     return {"id": comment.id, "request_id": req.id, "body": comment.body}, 201
 
 

@@ -4,6 +4,8 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
+from app.submissions.forms import OnceForm
+
 SAME_AS_PASSWORD = EqualTo("password", "The passwords differ.")
 
 
@@ -55,7 +57,7 @@ class EmptyForm(FlaskForm):
     """CSRF only (buttons such as revoke or logout)."""
 
 
-class InviteForm(FlaskForm):
+class InviteForm(OnceForm):
     email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
     org = SelectField("Organization", validators=[DataRequired()])
     clearance = SelectField("Clearance", validators=[DataRequired()])

@@ -362,8 +362,13 @@ class NewInvitation:
 
 
 def invite(actor: User | None, org: Organization, email: str, clearance: str,
-           role: str = Role.MEMBER.value) -> NewInvitation:
-    """Invite ``email`` into ``org``; ``actor`` None means the command line (an operator)."""
+           role: str = Role.MEMBER.value, *, submission: str | None = None) -> NewInvitation:
+    """Invite ``email`` into ``org``; ``actor`` None means the command line (an operator).
+    ``submission``: the form's one-time token (a double submission makes one invitation;
+    its link was shown once, after the first)."""
+    from app.submissions import service as submissions
+
+    once = submissions.claim(actor, submission, "invitation") if actor is not None else None
     email = normalize_email(email)
     if email_domain(email) not in org.domain_names:
         raise ServiceError(
@@ -381,6 +386,7 @@ def invite(actor: User | None, org: Organization, email: str, clearance: str,
     )
     db.add(invitation)
     db.flush()
+    submissions.settle(once, "invitation", invitation.id)
     audit.record("invitation_created", actor=actor or "cli", target_type="invitation",
                  target_id=invitation.id, email=email, org=org.slug, clearance=clearance,
                  role=role)

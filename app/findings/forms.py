@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import SelectField, SelectMultipleField, StringField, TextAreaField
+from wtforms import HiddenField, SelectField, SelectMultipleField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length
+
+from app.submissions.forms import OnceForm
 
 # Choices are offered for convenience; the service validates every value (validate_choice
 # is off) so that a crafted request gets the same clear message as the API.
 
 
-class FindingForm(FlaskForm):
+class FindingForm(OnceForm):
     title = StringField("Title", validators=[Length(max=300)])
     category = SelectField("Category", validate_choice=False)
     level = SelectField("Level", validate_choice=False)
@@ -23,9 +25,11 @@ class EditForm(FlaskForm):
     orgs = SelectMultipleField("Compartment (narrow only; your organization is always "
                                "included)", validate_choice=False)
     body = TextAreaField("Body (Markdown)")
+    # the finding's version this edit started from (optimistic concurrency)
+    version = HiddenField()
 
 
-class ReplyForm(FlaskForm):
+class ReplyForm(OnceForm):
     body = TextAreaField("Your reply (Markdown; @username to mention)")
 
 

@@ -50,6 +50,10 @@ class Finding(Base):
     author_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
     reply_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # Moves by one with every change of title, body, level or compartment (each one keeps
+    # a FindingRevision): edit forms and API ETags carry it, and an edit based on an older
+    # version is refused instead of overwriting the newer one unseen.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_reply_at: Mapped[datetime | None]

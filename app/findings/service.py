@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, func, literal, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import defaultload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app import access, audit, state
 from app.attachments import service as attachments
@@ -37,6 +38,7 @@ from app.orgs.models import Organization, OrgStatus
 from app.pagination import Page, page_args
 from app.policy import Level
 from app.rendering import render_markdown
+from app.submissions import service as submissions
 from app.textdiff import DiffLine, line_diff
 
 TITLE_MAX = 300
@@ -364,6 +366,30 @@ def lock(finding: Finding) -> None:
     db.refresh(finding)
 
 
+class EditConflict(Conflict):
+    """The edit was based on an older version: someone else changed the finding since.
+    Nothing was written; ``current`` is the version it is at now."""
+
+    code = "edit_conflict"
+
+    def __init__(self, base: int, current: int):
+        super().__init__(f"Someone else edited this finding after you opened it (you edited "
+                         f"version {base}; it is at version {current} now). Your changes "
+                         "were not saved.")
+        self.base = base
+        self.current = current
+
+
+def conflict_diff(finding: Finding, mine: str | None) -> list[DiffLine]:
+    """After an edit conflict: the current body against the text the editor sent."""
+    return _diff(finding.body, _clean(mine))
+
+
+def etag(finding: Finding) -> str:
+    """The finding's entity tag (quoted), from its version."""
+    return f'"v{finding.version}"'
+
+
 def can_edit(user: User, finding: Finding) -> bool:
     return (user.id == finding.author_id or is_moderator(user)) and access.can_read(user, finding)
 
@@ -373,11 +399,14 @@ def can_edit(user: User, finding: Finding) -> bool:
 
 def create_finding(author: User, *, title: str | None, body: str | None,
                    category: str | None, level: str | None,
-                   orgs: Sequence[str] | None = None) -> Finding:
+                   orgs: Sequence[str] | None = None, submission: str | None = None) -> Finding:
     """Post a finding. Validates everything first; the author's org is always in a
-    compartment, and a level whose policy requires a compartment always gets one."""
+    compartment, and a level whose policy requires a compartment always gets one.
+    ``submission`` is the form's one-time token (or the API's idempotency key): the same
+    token twice posts one finding (``submissions.AlreadySubmitted`` the second time)."""
     if not access.in_good_standing(author):
         raise NotFound()
+    once = submissions.claim(author, submission, "finding")
     title = _check_title(title)
     body = _check_body(body)
     cat = category_for(category)
@@ -392,6 +421,7 @@ def create_finding(author: User, *, title: str | None, body: str | None,
         finding.compartment = [FindingOrg(org_id=i) for i in sorted(org_ids | {author.org_id})]
     db.add(finding)
     db.flush()
+    submissions.settle(once, "finding", finding.id)
     audit.record("finding_created", actor=author, target_type="finding", target_id=finding.id,
                  level=lv.key, category=cat.slug, compartment=_compartment_slugs(finding))
     _mark_read(author.id, finding.id)
@@ -404,19 +434,27 @@ def create_finding(author: User, *, title: str | None, body: str | None,
 
 def edit_finding(actor: User, finding: Finding, *, title: str | None = None,
                  body: str | None = None, level: str | None = None,
-                 orgs: Sequence[str] | None = None) -> bool:
+                 orgs: Sequence[str] | None = None, base_version: int | None = None) -> bool:
     """Edit title/body/level/compartment, keeping the old state as a revision.
 
     Raising the level or narrowing the compartment is immediate; lowering the level or
     widening the compartment is a declassification and is refused (it needs a review).
-    Returns False when nothing changed. Concurrent edits apply one after the other, each
-    to the version the previous one left (every version stays in the history).
+    Returns False when nothing changed.
+
+    ``base_version`` is the version the editor started from (the edit form's hidden
+    field, the API's ``If-Match``): when the finding moved on since, :class:`EditConflict`
+    is raised and nothing is written (optimistic concurrency; the version check and the
+    write are one conditional UPDATE, so it holds on SQLite too). Without it, concurrent
+    edits apply one after the other, each to the version the previous one left (every
+    version stays in the history).
     """
     lock(finding)
     if not can_edit(actor, finding):
         if access.can_read(actor, finding):
             raise Forbidden("Only the author or an administrator can edit this finding.")
         raise NotFound()
+    if base_version is not None and base_version != finding.version:
+        raise EditConflict(base_version, finding.version)
     if finding.locked:
         raise Conflict("This finding is locked by a moderator; it cannot be edited.",
                        code="locked")
@@ -455,6 +493,16 @@ def edit_finding(actor: User, finding: Finding, *, title: str | None = None,
                or new_level != finding.level or new_ids != current_ids)
     if not changed:
         return False
+    seen = finding.version if base_version is None else base_version
+    moved = db.execute(update(Finding).where(Finding.id == finding.id,
+                                             Finding.version == seen)
+                       .values(version=Finding.version + 1)
+                       .execution_options(synchronize_session=False))
+    if moved.rowcount != 1:  # another writer got in between (SQLite takes no row lock)
+        db.rollback()
+        db.refresh(finding)
+        raise EditConflict(seen, finding.version)
+    set_committed_value(finding, "version", seen + 1)
     old_body = finding.body
     db.add(FindingRevision(finding_id=finding.id, editor_id=actor.id, created_at=utcnow(),
                            old_title=finding.title, old_body=finding.body,
@@ -485,9 +533,12 @@ def edit_finding(actor: User, finding: Finding, *, title: str | None = None,
     return True
 
 
-def add_reply(author: User, finding: Finding, body: str | None) -> Reply:
+def add_reply(author: User, finding: Finding, body: str | None,
+              submission: str | None = None) -> Reply:
+    """A reply; ``submission`` (the form's one-time token) makes a double post one."""
     if not access.can_read(author, finding):
         raise NotFound()
+    once = submissions.claim(author, submission, "reply")
     if finding.locked:
         raise Conflict("This finding is locked by a moderator; it takes no more replies.",
                        code="locked")
@@ -496,6 +547,8 @@ def add_reply(author: User, finding: Finding, body: str | None) -> Reply:
     reply = Reply(finding_id=finding.id, author_id=author.id, body=body,
                   body_html=render_markdown(body), created_at=now)
     db.add(reply)
+    db.flush()
+    submissions.settle(once, "reply", reply.id)
     db.execute(update(Finding).where(Finding.id == finding.id)
                .values(reply_count=Finding.reply_count + 1, last_reply_at=now))
     db.flush()

@@ -26,7 +26,8 @@ from app.findings.forms import (
 )
 from app.findings.models import Finding
 from app.notifications import service as notify
-from app.web import form_error, int_arg, member_required, role_required
+from app.submissions.service import AlreadySubmitted
+from app.web import already_submitted, form_error, int_arg, member_required, role_required
 
 bp = Blueprint("findings", __name__, template_folder="templates", url_prefix="/findings")
 admin_bp = Blueprint("categories", __name__, template_folder="templates",
@@ -211,7 +212,11 @@ def new() -> Any:
         try:
             finding = service.create_finding(
                 current_user, title=form.title.data, body=form.body.data,
-                category=form.category.data, level=form.level.data, orgs=form.orgs.data or [])
+                category=form.category.data, level=form.level.data, orgs=form.orgs.data or [],
+                submission=form.submission.data)
+        except AlreadySubmitted as exc:
+            db.rollback()
+            return already_submitted(exc, url_for("findings.index"))
         except ServiceError as exc:
             db.rollback()
             form_error(exc, form)
@@ -255,7 +260,11 @@ def reply(finding_id: int) -> Any:
     form = ReplyForm()
     if form.validate_on_submit():
         try:
-            new_reply = service.add_reply(current_user, finding, form.body.data)
+            new_reply = service.add_reply(current_user, finding, form.body.data,
+                                          submission=form.submission.data)
+        except AlreadySubmitted as exc:
+            db.rollback()
+            return already_submitted(exc, url_for("findings.show", finding_id=finding_id))
         except ServiceError as exc:
             db.rollback()
             form_error(exc, form)
@@ -279,7 +288,8 @@ def edit(finding_id: int) -> Any:
     else:
         form = EditForm(title=finding.title, body=finding.body, level=finding.level,
                         orgs=[c.org.slug for c in finding.compartment
-                              if c.org_id != finding.org_id])
+                              if c.org_id != finding.org_id], version=str(finding.version))
+    conflict = None
     form.level.choices = [(lv.key, lv.label) for lv in service.postable_levels(current_user)
                           if lv.rank >= policy.rank(finding.level)]
     if finding.compartmented:
@@ -292,7 +302,16 @@ def edit(finding_id: int) -> Any:
         try:
             changed = service.edit_finding(current_user, finding, title=form.title.data,
                                            body=form.body.data, level=form.level.data,
-                                           orgs=form.orgs.data or [])
+                                           orgs=form.orgs.data or [],
+                                           base_version=_version(form.version.data))
+        except service.EditConflict as exc:
+            db.rollback()
+            db.refresh(finding)
+            conflict = exc
+            form.form_errors.append(exc.message)
+            # the form keeps the editor's text; saving again (after reading the current
+            # text shown above it) is a deliberate replacement of the newer version
+            form.version.data = str(finding.version)
         except ServiceError as exc:
             db.rollback()
             db.refresh(finding)
@@ -302,9 +321,18 @@ def edit(finding_id: int) -> Any:
                   else "Nothing changed.", "success")
             return redirect(url_for("findings.show", finding_id=finding.id))
     status = 400 if request.method == "POST" else 200
+    diff = service.conflict_diff(finding, form.body.data) if conflict is not None else []
     return render_template("findings/form.html", form=form, finding=finding,
+                           conflict=conflict, conflict_diff=diff, body_html=service.body_html,
                            max_body=state.settings().max_body_chars,
-                           page_marking=policy.level(finding.level)), status
+                           page_marking=policy.level(finding.level)), \
+        409 if conflict is not None else status
+
+
+def _version(raw: str | None) -> int | None:
+    """The edit form's base version; None (no check) when absent or not a number."""
+    raw = (raw or "").strip()
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else None
 
 
 @bp.get("/<int:finding_id>/history")

@@ -23,6 +23,7 @@ from app.review import notices, rules
 from app.review.levels import change_level
 from app.review.models import ConflictDeclaration, Flag, OrgAffiliation, ReviewRequest
 from app.review.text import clean_text
+from app.submissions import service as submissions
 
 OUTCOMES = {
     "raise": "Raise the level",
@@ -36,9 +37,11 @@ OUTCOMES = {
 
 
 def create_flag(user: User, finding_id: int, *, reason: str | None,
-                suggested_level: str | None) -> Flag:
-    """Any reader flags a finding. One open flag per reader and finding."""
+                suggested_level: str | None, submission: str | None = None) -> Flag:
+    """Any reader flags a finding. One open flag per reader and finding; the form's
+    one-time ``submission`` token sends a double submission to the first flag."""
     finding = findings.get_finding(user, finding_id)
+    once = submissions.claim(user, submission, "flag")
     findings.lock(finding)  # one open flag per reader, even when sent twice at once
     policy = state.policy()
     reason = clean_text(reason, "reason", limit=5000,
@@ -61,6 +64,7 @@ def create_flag(user: User, finding_id: int, *, reason: str | None,
                 created_at=utcnow())
     db.add(flag)
     db.flush()
+    submissions.settle(once, "flag", flag.id)
     notices.event("review_flag_created", user, flag=flag, suggested_level=level,
                   level=finding.level)
     notices.notify_new_work(finding, [user.id], user)

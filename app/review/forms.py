@@ -18,6 +18,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length, Optional
 
 from app.policy import ReviewPolicy
+from app.submissions.forms import OnceForm
 
 
 class MultiCheckboxField(SelectMultipleField):
@@ -25,13 +26,13 @@ class MultiCheckboxField(SelectMultipleField):
     option_widget = widgets.CheckboxInput()
 
 
-class FlagForm(FlaskForm):
+class FlagForm(OnceForm):
     reason = TextAreaField("Why is this a dual-use concern?",
                            validators=[InputRequired(), Length(max=5000)])
     suggested_level = SelectField("Suggested level", choices=[])
 
 
-class PublicationForm(FlaskForm):
+class PublicationForm(OnceForm):
     public_title = StringField("Public title", validators=[InputRequired(), Length(max=300)])
     public_body = TextAreaField("Public text (Markdown)", validators=[InputRequired()])
     attachments = MultiCheckboxField("Files to publish", choices=[], validate_choice=False)
@@ -43,13 +44,13 @@ class PublicationForm(FlaskForm):
                          validators=[Optional(), Length(max=5000)])
 
 
-class DeclassifyForm(FlaskForm):
+class DeclassifyForm(OnceForm):
     target_level = SelectField("New level", choices=[])
     note = TextAreaField("Why can it be read more widely?",
                          validators=[InputRequired(), Length(max=5000)])
 
 
-class CommentForm(FlaskForm):
+class CommentForm(OnceForm):
     body = TextAreaField("Comment (Markdown)", validators=[InputRequired(), Length(max=20000)])
 
 

@@ -36,6 +36,7 @@ def change_level(actor: Any, finding: Finding, new_level: str, *, why: str,
                            old_title=finding.title, old_body=finding.body,
                            old_level=old_level, old_compartment=_compartment_slugs(finding)))
     finding.level = new_level
+    finding.version = Finding.version + 1  # open edit forms of the old version are stale
     if policy.level(new_level).requires_compartment and not finding.compartmented:
         finding.compartment = [FindingOrg(org_id=finding.org_id)]
         finding.compartmented = True

@@ -54,6 +54,7 @@ from app.review.rules import (
     WITHDRAWN,
 )
 from app.review.text import clean_text
+from app.submissions import service as submissions
 
 PUBLICATION = "publication"
 DECLASSIFICATION = "declassification"
@@ -166,9 +167,12 @@ def _pin_of(req: ReviewRequest, files: Sequence[PinnedFile] | None = None) -> st
 
 def create_publication(user: User, finding_id: int, *, public_title: Any, public_body: Any,
                        attachments: Any = None, embargo_until: Any = None,
-                       embargo_tz: Any = None, note: Any = None) -> ReviewRequest:
-    """The author (or an admin) asks to publish a public version of a finding."""
+                       embargo_tz: Any = None, note: Any = None,
+                       submission: str | None = None) -> ReviewRequest:
+    """The author (or an admin) asks to publish a public version of a finding.
+    ``submission``: the form's one-time token (a double submission finds the first)."""
     finding = findings.get_finding(user, finding_id)
+    once = submissions.claim(user, submission, "publication")
     findings.lock(finding)  # one open request per finding, even when asked twice at once
     _require_owner_or_admin(user, finding, "ask to publish this finding")
     if finding.locked:
@@ -195,6 +199,7 @@ def create_publication(user: User, finding_id: int, *, public_title: Any, public
     req.content_sha256 = _pin_of(req, [f for f, _ in files])
     db.add(req)
     db.flush()
+    submissions.settle(once, "request", req.id)
     notices.event("review_request_created", user, request=req, kind=PUBLICATION,
                   content_sha256=req.content_sha256, files=len(files),
                   embargo_until=when.isoformat() if when else None)
@@ -204,9 +209,10 @@ def create_publication(user: User, finding_id: int, *, public_title: Any, public
 
 
 def create_declassification(user: User, finding_id: int, *, target_level: Any,
-                            note: Any = None) -> ReviewRequest:
+                            note: Any = None, submission: str | None = None) -> ReviewRequest:
     """Lowering a finding's level is a request in the same queue."""
     finding = findings.get_finding(user, finding_id)
+    once = submissions.claim(user, submission, "declassification")
     findings.lock(finding)  # one open request per finding, even when asked twice at once
     _require_owner_or_admin(user, finding, "ask to declassify this finding")
     policy = state.policy()
@@ -237,6 +243,7 @@ def create_declassification(user: User, finding_id: int, *, target_level: Any,
     req.content_sha256 = _pin_of(req, [])
     db.add(req)
     db.flush()
+    submissions.settle(once, "request", req.id)
     notices.event("review_request_created", user, request=req, kind=DECLASSIFICATION,
                   from_level=finding.level, target_level=target,
                   content_sha256=req.content_sha256)
@@ -634,11 +641,13 @@ def release(user: User, req: ReviewRequest) -> ReviewRequest:
 # ---------------------------------------------------------------- discussion
 
 
-def add_comment(user: User, req: ReviewRequest, body: Any) -> ReviewComment:
+def add_comment(user: User, req: ReviewRequest, body: Any,
+                submission: str | None = None) -> ReviewComment:
     """The thread: reviewers of the request, its author, and admins."""
     role = viewer_role(user, req)
     if role is None:
         raise NotFound()
+    once = submissions.claim(user, submission, "comment")
     if req.state in FINAL_STATES:
         raise Conflict(f"This request is {STATE_LABELS[req.state].lower()}; its discussion "
                        "is closed.", code=f"request_{req.state}")
@@ -647,6 +656,7 @@ def add_comment(user: User, req: ReviewRequest, body: Any) -> ReviewComment:
                             body_html=render_markdown(body), created_at=utcnow())
     db.add(comment)
     db.flush()
+    submissions.settle(once, "comment", comment.id)
     notices.event("review_comment_added", user, request=req, comment_id=comment.id)
     db.commit()
     return comment

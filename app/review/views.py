@@ -34,7 +34,8 @@ from app.review.forms import (
     scores_from,
 )
 from app.review.models import ReviewRequest
-from app.web import form_error, member_required, role_required
+from app.submissions.service import AlreadySubmitted
+from app.web import already_submitted, form_error, member_required, role_required
 
 bp = Blueprint("review", __name__, template_folder="templates", url_prefix="/review")
 
@@ -150,7 +151,11 @@ def flag_new(finding_id: int) -> Any:
     if form.validate_on_submit():
         try:
             flag = flags.create_flag(current_user, finding.id, reason=form.reason.data,
-                                     suggested_level=form.suggested_level.data)
+                                     suggested_level=form.suggested_level.data,
+                                     submission=form.submission.data)
+        except AlreadySubmitted as exc:
+            db.rollback()
+            return already_submitted(exc, url_for("findings.show", finding_id=finding_id))
         except ServiceError as exc:
             db.rollback()
             form_error(exc, form)
@@ -275,7 +280,11 @@ def publish_new(finding_id: int) -> Any:
                 current_user, finding.id, public_title=form.public_title.data,
                 public_body=form.public_body.data, attachments=form.attachments.data or [],
                 embargo_until=form.embargo_until.data or None,
-                embargo_tz=form.embargo_tz.data, note=form.note.data)
+                embargo_tz=form.embargo_tz.data, note=form.note.data,
+                submission=form.submission.data)
+        except AlreadySubmitted as exc:
+            db.rollback()
+            return already_submitted(exc, url_for("findings.show", finding_id=finding_id))
         except ServiceError as exc:
             db.rollback()
             form_error(exc, form)
@@ -299,7 +308,11 @@ def declassify_new(finding_id: int) -> Any:
         try:
             req = service.create_declassification(current_user, finding.id,
                                                   target_level=form.target_level.data,
-                                                  note=form.note.data)
+                                                  note=form.note.data,
+                                                  submission=form.submission.data)
+        except AlreadySubmitted as exc:
+            db.rollback()
+            return already_submitted(exc, url_for("findings.show", finding_id=finding_id))
         except ServiceError as exc:
             db.rollback()
             form_error(exc, form)
@@ -373,7 +386,12 @@ def request_comment(request_id: int) -> Any:
     form = CommentForm()
     if form.validate_on_submit():
         try:
-            comment = service.add_comment(current_user, req, form.body.data)
+            comment = service.add_comment(current_user, req, form.body.data,
+                                          submission=form.submission.data)
+        except AlreadySubmitted as exc:
+            db.rollback()
+            return already_submitted(exc, url_for("review.request_show",
+                                                  request_id=request_id))
         except ServiceError as exc:
             db.rollback()
             form_error(exc, form)

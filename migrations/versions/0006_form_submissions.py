@@ -1,7 +1,7 @@
 """form submissions: one-time tokens of create forms; a version number on findings
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-21 17:14:51.444941
 
 ``form_submissions`` holds the hashed one-time token of every create form (and API
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 
 revision = '0006'
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

@@ -575,6 +575,71 @@ def measure(app: Any, ids: dict[str, Any], repeat: int) -> dict[str, Any]:
     return out
 
 
+# ------------------------------------------------------------------ query plans
+
+
+def explain_hot_queries(app: Any, user_id: int, ids: dict[str, Any], search_query: str
+                        ) -> dict[str, list[dict[str, Any]]]:
+    """EXPLAIN (ANALYZE, BUFFERS) of the statements the hot pages send, as the services
+    send them for reader ``user_id`` (captured from the engine, then explained with their
+    own parameters, after the same SET LOCALs): the latest findings, a category page,
+    the finding's replies and a search. Returns {page: [{"sql", "plan"}]}."""
+    from sqlalchemy import event, select
+
+    from app.auth.models import User
+    from app.db import db
+    from app.findings import search, service
+    from app.findings.models import Category, Finding
+
+    engine = app.extensions["enclave.engine"]
+    captured: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        captured.append((statement, parameters))
+
+    pages: dict[str, Callable[[Any], Any]] = {
+        "latest": lambda user: service.list_findings(user),
+        "category": lambda user: service.list_findings(
+            user, category=db.scalar(select(Category).order_by(Category.id))),
+        "finding_replies": lambda user: service.replies_page(
+            user, service.get_finding(user, ids["bench_finding"])),
+        "search": lambda user: search.search(user, search_query),
+    }
+    out: dict[str, list[dict[str, Any]]] = {}
+    with app.app_context():
+        for name, run in pages.items():
+            user = db.get(User, user_id)
+            db.get(Finding, ids["bench_finding"])  # loads outside the capture
+            captured.clear()
+            event.listen(engine, "before_cursor_execute", capture)
+            try:
+                run(user)
+            finally:
+                event.remove(engine, "before_cursor_execute", capture)
+            db.rollback()
+            plans = []
+            conn = db.connection()
+            for statement, parameters in captured:
+                if statement.lstrip().upper().startswith("SET "):
+                    conn.exec_driver_sql(statement)
+                    continue
+                if not statement.lstrip().upper().startswith(("SELECT", "WITH")):
+                    continue
+                rows = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement,
+                                            parameters).all()
+                plans.append({"sql": statement, "plan": [r[0] for r in rows]})
+            db.rollback()
+            out[name] = plans
+    return out
+
+
+def print_plans(plans: dict[str, list[dict[str, Any]]]) -> None:
+    for name, statements in plans.items():
+        for i, item in enumerate(statements, 1):
+            print(f"\n--- EXPLAIN {name} #{i}: {' '.join(item['sql'].split())[:160]}")
+            print("\n".join(item["plan"]))
+
+
 # ------------------------------------------------------------------ report
 
 

@@ -20,6 +20,8 @@ page 500 through the API's offset pagination (with its total), a category page, 
 finding page with 100 replies, and searches (two mid-frequency words, one broad word,
 one word in nearly every document). It also times the list and search SQL alone with
 each reader's filter and with no filter at all, to isolate the cost of the access rule.
+It prints EXPLAIN (ANALYZE, BUFFERS) of the statements behind the latest findings, a
+category page, the finding's replies and the broad search, as the member's pages send them.
 Median and p95 are printed and written as JSON to bench/results/ with the machine, the
 PostgreSQL settings and the date. Targets (issue 3): pages median < 30 ms and p95 < 60
 ms, search p95 < 100 ms, filter overhead <= 15 % over the admin's query.
@@ -568,6 +570,8 @@ def measure(app: Any, ids: dict[str, Any], repeat: int) -> dict[str, Any]:
         with app.app_context():
             out[who].update(sql_timings(db.get(User, r["user_id"]), queries, repeat))
         out[who]["readable_findings"] = r["readable"]
+    out["explain"] = explain_hot_queries(app, readers["member"]["user_id"], ids,
+                                         queries["search_one_word"])
     out["filter_overhead_member_vs_admin"] = {
         name: round(out["member"][name]["median_ms"] / out["admin"][name]["median_ms"] - 1, 3)
         for name in out["member"] if isinstance(out["member"][name], dict)
@@ -729,6 +733,7 @@ def main() -> int:
               results[who]["search_total_common_word"])
     print("queries:", results["queries"])
     print("member vs admin (median):", results["filter_overhead_member_vs_admin"])
+    print_plans(results["explain"])
 
     report = {"benchmark": "findings", "date": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": {**machine(), "load_average_before": load_before},

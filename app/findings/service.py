@@ -321,6 +321,8 @@ class ReplyView:
     author_username: str
     author_name: str
     author_org: str
+    created_iso: str = ""
+    created_text: str = ""
 
     @property
     def html(self) -> str:
@@ -333,14 +335,16 @@ _REPLY_VIEW_COLUMNS = (Reply.id, Reply.finding_id, Reply.body, Reply.body_html,
 
 
 def _reply_views(query: Select[Any]) -> list[ReplyView]:
-    return [ReplyView(*row) for row in db.execute(query)]
+    return [ReplyView(*row, row[4].isoformat(), row[4].strftime("%Y-%m-%d %H:%M"))
+            for row in db.execute(query)]
 
 
 def reply_view(reply: Reply) -> ReplyView:
     author = reply.author
     return ReplyView(reply.id, reply.finding_id, reply.body, reply.body_html, reply.created_at,
                      reply.hidden, reply.hidden_reason, author.username, author.display_name,
-                     author.org.name)
+                     author.org.name, reply.created_at.isoformat(),
+                     reply.created_at.strftime("%Y-%m-%d %H:%M"))
 
 
 def replies_page(user: User, finding: Finding, page: int = 1) -> Page:

@@ -122,7 +122,7 @@ def install_web_hooks(app: Flask, settings: Settings) -> None:
         banner = None
         if current_user.is_authenticated:
             banner = {
-                "user": current_user,
+                "user": current_user._get_current_object(),  # not the proxy, per lookup
                 "org": current_user.org,
                 "effective": access.effective_clearance(current_user),
                 "levels": access.readable_levels(current_user),

@@ -20,6 +20,8 @@ page 500 through the API's offset pagination (with its total), a category page, 
 finding page with 100 replies, and searches (two mid-frequency words, one broad word,
 one word in nearly every document). It also times the list and search SQL alone with
 each reader's filter and with no filter at all, to isolate the cost of the access rule.
+It prints EXPLAIN (ANALYZE, BUFFERS) of the statements behind the latest findings, a
+category page, the finding's replies and the broad search, as the member's pages send them.
 Median and p95 are printed and written as JSON to bench/results/ with the machine, the
 PostgreSQL settings and the date. Targets (issue 3): pages median < 30 ms and p95 < 60
 ms, search p95 < 100 ms, filter overhead <= 15 % over the admin's query.
@@ -568,11 +570,78 @@ def measure(app: Any, ids: dict[str, Any], repeat: int) -> dict[str, Any]:
         with app.app_context():
             out[who].update(sql_timings(db.get(User, r["user_id"]), queries, repeat))
         out[who]["readable_findings"] = r["readable"]
+    out["explain"] = explain_hot_queries(app, readers["member"]["user_id"], ids,
+                                         queries["search_one_word"])
     out["filter_overhead_member_vs_admin"] = {
         name: round(out["member"][name]["median_ms"] / out["admin"][name]["median_ms"] - 1, 3)
         for name in out["member"] if isinstance(out["member"][name], dict)
     }
     return out
+
+
+# ------------------------------------------------------------------ query plans
+
+
+def explain_hot_queries(app: Any, user_id: int, ids: dict[str, Any], search_query: str
+                        ) -> dict[str, list[dict[str, Any]]]:
+    """EXPLAIN (ANALYZE, BUFFERS) of the statements the hot pages send, as the services
+    send them for reader ``user_id`` (captured from the engine, then explained with their
+    own parameters, after the same SET LOCALs): the latest findings, a category page,
+    the finding's replies and a search. Returns {page: [{"sql", "plan"}]}."""
+    from sqlalchemy import event, select
+
+    from app.auth.models import User
+    from app.db import db
+    from app.findings import search, service
+    from app.findings.models import Category, Finding
+
+    engine = app.extensions["enclave.engine"]
+    captured: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        captured.append((statement, parameters))
+
+    pages: dict[str, Callable[[Any], Any]] = {
+        "latest": lambda user: service.list_findings(user),
+        "category": lambda user: service.list_findings(
+            user, category=db.scalar(select(Category).order_by(Category.id))),
+        "finding_replies": lambda user: service.replies_page(
+            user, service.get_finding(user, ids["bench_finding"])),
+        "search": lambda user: search.search(user, search_query),
+    }
+    out: dict[str, list[dict[str, Any]]] = {}
+    with app.app_context():
+        for name, run in pages.items():
+            user = db.get(User, user_id)
+            db.get(Finding, ids["bench_finding"])  # loads outside the capture
+            captured.clear()
+            event.listen(engine, "before_cursor_execute", capture)
+            try:
+                run(user)
+            finally:
+                event.remove(engine, "before_cursor_execute", capture)
+            db.rollback()
+            plans = []
+            conn = db.connection()
+            for statement, parameters in captured:
+                if statement.lstrip().upper().startswith("SET "):
+                    conn.exec_driver_sql(statement)
+                    continue
+                if not statement.lstrip().upper().startswith(("SELECT", "WITH")):
+                    continue
+                rows = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement,
+                                            parameters).all()
+                plans.append({"sql": statement, "plan": [r[0] for r in rows]})
+            db.rollback()
+            out[name] = plans
+    return out
+
+
+def print_plans(plans: dict[str, list[dict[str, Any]]]) -> None:
+    for name, statements in plans.items():
+        for i, item in enumerate(statements, 1):
+            print(f"\n--- EXPLAIN {name} #{i}: {' '.join(item['sql'].split())[:160]}")
+            print("\n".join(item["plan"]))
 
 
 # ------------------------------------------------------------------ report
@@ -664,6 +733,7 @@ def main() -> int:
               results[who]["search_total_common_word"])
     print("queries:", results["queries"])
     print("member vs admin (median):", results["filter_overhead_member_vs_admin"])
+    print_plans(results["explain"])
 
     report = {"benchmark": "findings", "date": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": {**machine(), "load_average_before": load_before},

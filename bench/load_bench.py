@@ -17,7 +17,10 @@ requests per second and latency p50/p95/p99 as the client sees it, and the error
 Pages: the latest findings, the finding with 100 replies (readers cleared for it), a
 two-word search across the million replies (filtered by access), the latest findings
 for readers of every level (the access filter's baseline), and the bare route.
-Results are printed with the machine and date and written as JSON to bench/results/.
+After the load it prints EXPLAIN (ANALYZE, BUFFERS) of the statements behind the latest
+findings, a category page, the finding's replies and the search, as a restricted reader's
+pages send them. Results, plans included, are printed with the machine and date and
+written as JSON to bench/results/.
 Sessions and rate limits use Redis database 13 (emptied first).
 """
 
@@ -449,6 +452,19 @@ def main() -> int:
         for server in servers:
             server.stop()
 
+    # the plans of the hot statements, as a restricted reader's pages send them, after
+    # the load (the cache as the pages left it)
+    from sqlalchemy import select
+
+    from app.auth.models import User
+    from app.db import db
+
+    with app.app_context():
+        reader = db.scalar(select(User.id).where(User.email == next(
+            a[0] for a in accounts if a[1] == "restricted")))
+    plans = findings_bench.explain_hot_queries(app, reader, ids, query)
+    findings_bench.print_plans(plans)
+
     targets = check_targets(results)
     gunicorn_settings = {
         "workers": enclave_env.get("ENCLAVE_GUNICORN_WORKERS", "config default"),
@@ -471,7 +487,7 @@ def main() -> int:
               "warmup_s": args.warmup, "concurrency": args.concurrency,
               "search_query": query, "users": {c: sum(1 for a in accounts if a[1] == c)
                                                for c in CLEARANCES},
-              "results": results, "targets": targets}
+              "results": results, "targets": targets, "explain": plans}
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"load-{started:%Y%m%dT%H%M%SZ}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -91,6 +91,45 @@ def test_level_and_category_filters(app):
     assert ids(search.search(author, "lantern", category=cat)) == [b.id]
 
 
+def test_a_broad_search_ranks_its_newest_readable_hits_and_says_so(app, client, api_token,
+                                                                     monkeypatch):
+    monkeypatch.setattr(search, "RANK_CANDIDATES", 3)
+    author = make_user(make_org("north"), name="carol")
+    outsider = make_user(make_org("south"), name="sam", clearance="network")
+    old = [post(author, title="Notes", body=f"an old lantern note {i}") for i in range(3)]
+    in_body = post(author, title="Notes", body="the lantern, later")
+    in_title = post(author, title="Lantern maps", body="nothing else")
+    # the newest hits are above the outsider: the filter runs before the candidates
+    # are picked, so the outsider's candidates are their own newest readable hits
+    secret = [post(author, title="Lantern secret", body="lantern", level="restricted")
+              for _ in range(3)]
+    newest = post(author, title="Notes", body="the newest lantern")
+    reply(author, old[0], "a lantern in a reply")
+
+    page = search.search(author, "lantern", {"per_page": "100"})
+    assert page.capped
+    # the newest 3 + 1 finding hits and the one reply hit (on old[0]) are ranked
+    assert set(ids(page)) == {newest.id, *(f.id for f in secret), old[0].id}
+    assert page.total == 5
+    assert ids(page)[:3] == [f.id for f in reversed(secret)]  # title hits first, newest
+    page = search.search(outsider, "lantern", {"per_page": "100"})
+    assert page.capped and page.total == 5
+    assert set(ids(page)) == {newest.id, in_title.id, in_body.id, old[2].id, old[0].id}
+    assert ids(page)[0] == in_title.id
+    assert all("secret" not in str(r.title_html).lower() for r in page.results)
+
+    specific = search.search(outsider, "later")
+    assert not specific.capped and ids(specific) == [in_body.id]
+
+    login(client, outsider)
+    html = client.get("/findings/search?q=lantern").text
+    assert "More than 5 findings you can read match. The newest 5 are ranked here" in html
+    body = client.get("/api/v1/findings?q=lantern", headers=api_token(outsider)).json
+    assert body["total"] == 5 and body["total_capped"] is True
+    body = client.get("/api/v1/findings?q=later", headers=api_token(outsider)).json
+    assert body["total"] == 1 and body["total_capped"] is False
+
+
 # ---------------------------------------------------------------- malformed input
 
 

@@ -111,9 +111,10 @@ def finding_list() -> Any:
     q = request.args.get("q")
     if q is not None and q.strip():
         results = search_service.search(user, q, request.args, category=category, level=level)
-        return page_json(results, lambda r: {  # type: ignore[arg-type]
+        return {**page_json(results, lambda r: {  # type: ignore[arg-type]
             **finding_json(r.finding), "score": r.score, "snippet_html": str(r.snippet_html),
-            "snippet_source": r.source, "reply_id": r.reply_id})
+            "snippet_source": r.source, "reply_id": r.reply_id}),
+            "total_capped": results.capped}
     page = service.page_findings(user, request.args, category=category, level=level)
     unread = service.unread_ids(user, page.items)
     return page_json(page, lambda f: {**finding_json(f), "unread": f.id in unread})

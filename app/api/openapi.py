@@ -231,8 +231,10 @@ operation("get", "/categories", "Categories (research areas)",
                                                                 "items": ref("Category")}}})
 operation("get", "/findings",
           "Readable findings, newest first; with q: full-text search ranked by relevance "
-          "(items are SearchHit)",
-          response=page_of("Finding"),
+          "(items are SearchHit). A broad search ranks only its newest 1,000 matching "
+          "findings and 1,000 matching replies: total counts those and total_capped is true",
+          response={"allOf": [page_of("Finding"), {"type": "object", "properties": {
+              "total_capped": {"type": "boolean"}}}]},
           params=[*PAGE_PARAMS,
                   {"name": "q", "in": "query", "schema": {"type": "string", "maxLength": 200},
                    "description": 'words, "phrases", OR, -excluded; a malformed query is a '

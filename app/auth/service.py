@@ -13,6 +13,7 @@ from email.utils import formataddr, make_msgid
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import defaultload
 
 from app import access, audit, state
 from app.auth import mfa
@@ -112,7 +113,10 @@ def load_session_user(session_token: str) -> User | None:
     """Resolve a Flask-Login id ``"<id>:<session_version>"``; None ends the session."""
     try:
         raw_id, raw_version = session_token.split(":", 1)
-        user = db.get(User, int(raw_id))
+        # every request loads its user: the organization's domains (eager elsewhere)
+        # are loaded only if a page reads them
+        user = db.get(User, int(raw_id),
+                      options=[defaultload(User.org).lazyload(Organization.domains)])
         version = int(raw_version)
     except (ValueError, TypeError):
         return None

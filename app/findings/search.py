@@ -23,7 +23,6 @@ from markupsafe import Markup, escape
 from sqlalchemy import (
     Float,
     Integer,
-    case,
     column,
     desc,
     func,
@@ -52,6 +51,9 @@ SNIPPET_CHARS = 220
 PG_CONFIG = "english"
 REPLY_WEIGHT = 0.5  # a hit in a reply ranks below the same hit in the finding itself
 SEARCH_TIMEOUT_MS = 10_000  # PostgreSQL: a search that would run longer is refused
+# A broad search ranks only its newest hits: this many findings and this many replies
+# (see _hit_queries). Deeper results of a broad search are reached by adding words.
+RANK_CANDIDATES = 1000
 
 WORD_RE = re.compile(r"[^\W_]+")
 _OPERATORS = {"OR", "AND", "NOT"}
@@ -208,9 +210,18 @@ def pg_tsquery(query: Query) -> Any:
 
 
 def _hit_queries(user: User, query: Query, extra: list[Any]) -> Any:
-    """(finding_id, reply_id, score) for every readable hit, as one UNION ALL."""
+    """(finding_id, reply_id, score, from_finding) for the readable hits that get ranked,
+    as one UNION ALL.
+
+    Only a bounded candidate set is ranked: the newest ``RANK_CANDIDATES`` + 1 matching
+    readable findings (by id) and as many matching visible replies, each picked by an
+    indexed order with the access filter inside the same statement, then scored. A
+    specific search has fewer hits than that and is ranked in full; a broad one (a word
+    in a fifth of all documents, or in nearly all) ranks its newest hits instead of
+    scoring hundreds of thousands of documents, and says that it did (``capped``)."""
     dialect = db.get_bind().dialect.name
     allowed = access.finding_filter(user)
+    limit = RANK_CANDIDATES + 1
     if dialect == "sqlite":
         match = fts5_match(query)
         fts_f = table("findings_fts", column("rowid", Integer))
@@ -219,14 +230,18 @@ def _hit_queries(user: User, query: Query, extra: list[Any]) -> Any:
         r_match = literal_column("replies_fts").op("MATCH")(literal(match))
         f_score = -func.bm25(literal_column("findings_fts"), 10.0, 1.0, type_=Float)
         r_score = -func.bm25(literal_column("replies_fts"), type_=Float) * REPLY_WEIGHT
-        finding_hits = (select(Finding.id.label("finding_id"), null().label("reply_id"),
-                               f_score.label("score"))
-                        .select_from(fts_f.join(Finding, Finding.id == fts_f.c.rowid))
-                        .where(f_match, allowed, *extra))
-        reply_hits = (select(Reply.finding_id, Reply.id, r_score)
-                      .select_from(fts_r.join(Reply, Reply.id == fts_r.c.rowid)
-                                   .join(Finding, Finding.id == Reply.finding_id))
-                      .where(r_match, Reply.hidden.is_(False), allowed, *extra))
+        # bm25 only works next to its MATCH, so the candidates carry their score; FTS5
+        # walks rowids in order, so the LIMIT stops the scan early
+        f_cand = (select(Finding.id.label("finding_id"), f_score.label("score"))
+                  .select_from(fts_f.join(Finding, Finding.id == fts_f.c.rowid))
+                  .where(f_match, allowed, *extra)
+                  .order_by(fts_f.c.rowid.desc()).limit(limit).subquery("f_cand"))
+        r_cand = (select(Reply.finding_id, Reply.id.label("reply_id"), r_score.label("score"))
+                  .select_from(fts_r.join(Reply, Reply.id == fts_r.c.rowid)
+                               .join(Finding, Finding.id == Reply.finding_id))
+                  .where(r_match, Reply.hidden.is_(False), allowed, *extra)
+                  .order_by(fts_r.c.rowid.desc()).limit(limit).subquery("r_cand"))
+        f_rank, r_rank = f_cand.c.score, r_cand.c.score
     elif dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import TSVECTOR
 
@@ -234,18 +249,28 @@ def _hit_queries(user: User, query: Query, extra: list[Any]) -> Any:
         fts_f = table("findings_fts", column("finding_id", Integer), column("doc", TSVECTOR))
         fts_r = table("replies_fts", column("reply_id", Integer),
                       column("finding_id", Integer), column("doc", TSVECTOR))
-        finding_hits = (select(Finding.id.label("finding_id"), null().label("reply_id"),
-                               func.ts_rank(fts_f.c.doc, tsq, type_=Float).label("score"))
-                        .select_from(fts_f.join(Finding, Finding.id == fts_f.c.finding_id))
-                        .where(fts_f.c.doc.op("@@")(tsq), allowed, *extra))
+        # the candidates are chosen without scoring (a LIMIT subquery is never merged
+        # into the outer query, so ts_rank runs on the candidates only). The planner
+        # picks the plan by the words' frequency: for a rare word, the GIN index and a
+        # sort of its few hits; for a common one, the primary key backwards, stopping
+        # after RANK_CANDIDATES + 1 hits
+        f_cand = (select(fts_f.c.finding_id, fts_f.c.doc)
+                  .select_from(fts_f.join(Finding, Finding.id == fts_f.c.finding_id))
+                  .where(fts_f.c.doc.op("@@")(tsq), allowed, *extra)
+                  .order_by(fts_f.c.finding_id.desc()).limit(limit).subquery("f_cand"))
         # replies_fts holds only visible replies (its trigger drops hidden ones) and
         # carries finding_id, so the replies table itself is not needed here
-        reply_hits = (select(fts_r.c.finding_id, fts_r.c.reply_id,
-                             func.ts_rank(fts_r.c.doc, tsq, type_=Float) * REPLY_WEIGHT)
-                      .select_from(fts_r.join(Finding, Finding.id == fts_r.c.finding_id))
-                      .where(fts_r.c.doc.op("@@")(tsq), allowed, *extra))
+        r_cand = (select(fts_r.c.finding_id, fts_r.c.reply_id, fts_r.c.doc)
+                  .select_from(fts_r.join(Finding, Finding.id == fts_r.c.finding_id))
+                  .where(fts_r.c.doc.op("@@")(tsq), allowed, *extra)
+                  .order_by(fts_r.c.reply_id.desc()).limit(limit).subquery("r_cand"))
+        f_rank = func.ts_rank(f_cand.c.doc, tsq, type_=Float)
+        r_rank = func.ts_rank(r_cand.c.doc, tsq, type_=Float) * REPLY_WEIGHT
     else:  # pragma: no cover
         raise ServiceError(f"Search is not available on {dialect}.")
+    finding_hits = select(f_cand.c.finding_id, null().label("reply_id"), f_rank.label("score"),
+                          literal(1).label("from_finding"))
+    reply_hits = select(r_cand.c.finding_id, r_cand.c.reply_id, r_rank, literal(0))
     return union_all(finding_hits, reply_hits).subquery("hits")
 
 
@@ -268,7 +293,8 @@ class SearchPage:
     results: list[SearchResult]
     page: int
     per_page: int
-    total: int
+    total: int  # readable findings among the ranked hits (all of them unless capped)
+    capped: bool = False  # a broad search: only its newest hits were ranked
 
     @property
     def items(self) -> list[SearchResult]:
@@ -305,21 +331,30 @@ def search(user: User, raw: str | None, args: dict[str, str] | None = None, *,
                                field="level")
         extra.append(Finding.level == level)
     try:
-        tune_postgres(statement_timeout_ms=SEARCH_TIMEOUT_MS)
+        tune_postgres(statement_timeout_ms=SEARCH_TIMEOUT_MS, custom_plans=True)
         hits = _hit_queries(user, query, extra)
+        from_findings = func.sum(hits.c.from_finding)
         best = (select(hits.c.finding_id,
                        func.max(hits.c.score).label("score"),
-                       func.max(case((hits.c.reply_id.is_(None), 1), else_=0)).label("direct"),
+                       func.max(hits.c.from_finding).label("direct"),
                        func.max(hits.c.reply_id).label("reply_id"),
-                       func.count().over().label("total"))
+                       func.count().over().label("total"),
+                       func.sum(from_findings).over().label("finding_hits"),
+                       func.sum(func.count() - from_findings).over().label("reply_hits"))
                 .group_by(hits.c.finding_id)
                 .order_by(desc("score"), desc(hits.c.finding_id))
                 .limit(per_page).offset((page - 1) * per_page))
         rows = db.execute(best).all()
         if rows:
-            total = rows[0].total
+            total, finding_hits, reply_hits = (rows[0].total, rows[0].finding_hits,
+                                               rows[0].reply_hits)
         else:
-            total = db.scalar(select(func.count(func.distinct(hits.c.finding_id)))) or 0
+            counts = db.execute(select(func.count(func.distinct(hits.c.finding_id)),
+                                       func.coalesce(func.sum(hits.c.from_finding), 0),
+                                       func.count() - func.coalesce(
+                                           func.sum(hits.c.from_finding), 0))).one()
+            total, finding_hits, reply_hits = counts
+        capped = max(int(finding_hits or 0), int(reply_hits or 0)) > RANK_CANDIDATES
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise  # the database went away: the web error handler answers 503
@@ -349,7 +384,7 @@ def search(user: User, raw: str | None, args: dict[str, str] | None = None, *,
         results.append(SearchResult(finding, float(row.score or 0),
                                     highlight(finding.title, terms), snippet, source,
                                     reply_id))
-    return SearchPage(query, results, page, per_page, total)
+    return SearchPage(query, results, page, per_page, int(total or 0), capped)
 
 
 # ---------------------------------------------------------------- snippets

@@ -13,11 +13,11 @@ from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Select, func, literal, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import defaultload
+from sqlalchemy.orm import aliased, defaultload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app import access, audit, state
@@ -94,14 +94,22 @@ def _audited(level: str) -> bool:
     return policy.is_level(level) and policy.rank(level) > threshold
 
 
-def tune_postgres(*, statement_timeout_ms: int | None = None) -> None:
-    """For this transaction on PostgreSQL: no JIT (it costs more than it saves on these
-    short queries) and optionally a statement timeout. No-op on SQLite."""
+def tune_postgres(*, statement_timeout_ms: int | None = None, custom_plans: bool = False
+                  ) -> None:
+    """For this transaction on PostgreSQL, in one round trip: optionally a statement
+    timeout, and plans made for each statement's own values (``custom_plans``: a search
+    for a rare word and one for a word in every document need different plans, and a
+    reused generic plan would fit neither). JIT is off for every connection
+    (``app.db.make_engine``). No-op on SQLite."""
     if db.get_bind().dialect.name != "postgresql":
         return
-    db.execute(text("SET LOCAL jit = off"))
+    settings = []
     if statement_timeout_ms:
-        db.execute(text(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}"))
+        settings.append(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}")
+    if custom_plans:
+        settings.append("SET LOCAL plan_cache_mode = force_custom_plan")
+    if settings:
+        db.execute(text("; ".join(settings)))
 
 
 def highest_level(levels: Iterable[str]) -> Level | None:
@@ -315,6 +323,8 @@ class ReplyView:
     author_username: str
     author_name: str
     author_org: str
+    created_iso: str = ""
+    created_text: str = ""
 
     @property
     def html(self) -> str:
@@ -327,14 +337,16 @@ _REPLY_VIEW_COLUMNS = (Reply.id, Reply.finding_id, Reply.body, Reply.body_html,
 
 
 def _reply_views(query: Select[Any]) -> list[ReplyView]:
-    return [ReplyView(*row) for row in db.execute(query)]
+    return [ReplyView(*row, row[4].isoformat(), row[4].strftime("%Y-%m-%d %H:%M"))
+            for row in db.execute(query)]
 
 
 def reply_view(reply: Reply) -> ReplyView:
     author = reply.author
     return ReplyView(reply.id, reply.finding_id, reply.body, reply.body_html, reply.created_at,
                      reply.hidden, reply.hidden_reason, author.username, author.display_name,
-                     author.org.name)
+                     author.org.name, reply.created_at.isoformat(),
+                     reply.created_at.strftime("%Y-%m-%d %H:%M"))
 
 
 def replies_page(user: User, finding: Finding, page: int = 1) -> Page:
@@ -685,11 +697,48 @@ def history(finding: Finding, reader: Any) -> list[HistoryEntry]:
 # ---------------------------------------------------------------- lists
 
 
+class Ref(NamedTuple):
+    """A related row as list pages show it (``.name``, and ``.slug`` for a category)."""
+
+    name: str
+    slug: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FindingRow:
+    """A finding as list pages show it: plain values from one joined query (full ORM
+    objects with their authors, organizations and compartments cost several times more
+    to build than the query takes). It answers the attributes the list templates, the
+    cursors and the page marking read, under the same names as ``Finding``."""
+
+    id: int
+    title: str
+    level: str
+    compartmented: bool
+    locked: bool
+    reply_count: int
+    created_at: datetime
+    updated_at: datetime
+    last_reply_at: datetime | None
+    author: Ref
+    org: Ref
+    category: Ref | None
+    compartment_orgs: tuple[Ref, ...]
+    created_iso: str
+    created_text: str
+
+    @property
+    def last_activity_at(self) -> datetime:
+        if self.last_reply_at is not None and self.last_reply_at > self.updated_at:
+            return self.last_reply_at
+        return self.updated_at
+
+
 @dataclass
 class FindingList:
     """One page of a keyset-paginated list (newest first)."""
 
-    items: list[Finding]
+    items: list[FindingRow]
     newer: str | None
     older: str | None
     unread: set[int]
@@ -699,7 +748,7 @@ class FindingList:
         return highest_level(f.level for f in self.items)
 
 
-def encode_cursor(finding: Finding) -> str:
+def encode_cursor(finding: Finding | FindingRow) -> str:
     micros = int(finding.created_at.timestamp() * 1_000_000)
     return base64.urlsafe_b64encode(f"{micros}.{finding.id}".encode()).decode().rstrip("=")
 
@@ -728,17 +777,66 @@ def _scope(user: User, *, category: Category | None = None, level: str | None = 
     return query
 
 
+_Author = aliased(User, name="author")
+_FindingOrgRef = aliased(Organization, name="finding_org")
+_ROW_COLUMNS = (Finding.id, Finding.title, Finding.level, Finding.compartmented,
+                Finding.locked, Finding.reply_count, Finding.created_at, Finding.updated_at,
+                Finding.last_reply_at, _Author.display_name, _FindingOrgRef.name,
+                Category.name, Category.slug)
+
+
+def _rows(query: Select[Any]) -> list[FindingRow]:
+    """FindingRows for ``query`` (a select of ``_ROW_COLUMNS`` with their joins), with
+    their compartments in one more statement."""
+    raw = db.execute(query).all()
+    if not raw:
+        return []
+    names: dict[int, list[str]] = {}
+    for finding_id, name in db.execute(
+            select(FindingOrg.finding_id, Organization.name)
+            .join(Organization, Organization.id == FindingOrg.org_id)
+            .where(FindingOrg.finding_id.in_([r[0] for r in raw if r[3]]))):
+        names.setdefault(finding_id, []).append(name)
+    rows = []
+    for (ident, title, level, compartmented, locked, replies, created, updated, last_reply,
+         author, org, category_name, category_slug) in raw:
+        rows.append(FindingRow(
+            ident, title, level, compartmented, locked, replies, created, updated,
+            last_reply, Ref(author), Ref(org),
+            Ref(category_name, category_slug) if category_slug is not None else None,
+            tuple(Ref(n) for n in sorted(names.get(ident, ()))),
+            created.isoformat(), created.strftime("%Y-%m-%d %H:%M")))
+    return rows
+
+
+def _row_scope(user: User, *, category: Category | None = None, level: str | None = None
+               ) -> Select[Any]:
+    query = (select(*_ROW_COLUMNS)
+             .join(_Author, _Author.id == Finding.author_id)
+             .join(_FindingOrgRef, _FindingOrgRef.id == Finding.org_id)
+             .outerjoin(Category, Category.id == Finding.category_id)
+             .where(access.finding_filter(user)))
+    if category is not None:
+        query = query.where(Finding.category_id == category.id)
+    if level is not None:
+        if not state.policy().is_level(level):
+            raise ServiceError(f"There is no level {level!r}.", code="unknown_level",
+                               field="level")
+        query = query.where(Finding.level == level)
+    return query
+
+
 def list_findings(user: User, *, category: Category | None = None, level: str | None = None,
                   before: str | None = None, after: str | None = None,
                   per_page: int = 25) -> FindingList:
     """Readable findings newest first, keyset-paginated on (created_at, id): deep pages
     cost the same as the first one."""
-    query = _scope(user, category=category, level=level)
+    query = _row_scope(user, category=category, level=level)
     key = tuple_(Finding.created_at, Finding.id)
     if after:
         when, ident = decode_cursor(after)
-        rows = list(db.scalars(query.where(key > tuple_(_dt(when), ident))
-                               .order_by(Finding.created_at, Finding.id).limit(per_page + 1)))
+        rows = _rows(query.where(key > tuple_(_dt(when), ident))
+                     .order_by(Finding.created_at, Finding.id).limit(per_page + 1))
         more_newer = len(rows) > per_page
         items = list(reversed(rows[:per_page]))
         newer = encode_cursor(items[0]) if more_newer and items else None
@@ -747,8 +845,8 @@ def list_findings(user: User, *, category: Category | None = None, level: str | 
         if before:
             when, ident = decode_cursor(before)
             query = query.where(key < tuple_(_dt(when), ident))
-        rows = list(db.scalars(query.order_by(Finding.created_at.desc(), Finding.id.desc())
-                               .limit(per_page + 1)))
+        rows = _rows(query.order_by(Finding.created_at.desc(), Finding.id.desc())
+                     .limit(per_page + 1))
         items = rows[:per_page]
         older = encode_cursor(items[-1]) if len(rows) > per_page else None
         newer = encode_cursor(items[0]) if before and items else None
@@ -777,7 +875,7 @@ def page_findings(user: User, args: dict[str, str] | None = None, *,
     return Page([rows[i] for i in ids if i in rows], page, per_page, total)
 
 
-def unread_ids(user: User, findings: Sequence[Finding]) -> set[int]:
+def unread_ids(user: User, findings: Sequence[Finding | FindingRow]) -> set[int]:
     """Findings with activity (edit or reply) since the user last opened them."""
     if not findings:
         return set()

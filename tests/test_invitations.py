@@ -65,6 +65,13 @@ def world(app: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- the happy path
 
+def test_a_blank_invitation_starts_at_the_lowest_members_level(client, world):
+    login(client, world["admin"])
+    page = client.get("/admin/users").get_data(as_text=True)
+    assert '<option selected value="network">' in page
+    assert '<option selected value="public">' not in page
+
+
 def test_admin_invites_and_the_link_creates_the_account(client, app, world):
     login(client, world["admin"])
     response = invite_via_page(client, email="Nova@ACME.example", org="acme",

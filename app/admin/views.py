@@ -17,6 +17,7 @@ from app.db import db, utcnow
 from app.errors import NotFound, ServiceError
 from app.orgs.models import Organization
 from app.pagination import paginate
+from app.policy import PUBLIC_LEVEL
 from app.submissions.service import AlreadySubmitted
 from app.web import already_submitted, form_error, role_required
 
@@ -41,7 +42,10 @@ def _invite_form(formdata: bool = True) -> InviteForm:
     form = InviteForm() if formdata else InviteForm(formdata=None)
     orgs = _manageable_orgs()
     form.org.choices = [(o.slug, o.name) for o in orgs]
-    form.clearance.choices = [(lv.key, lv.label) for lv in state.policy().levels]
+    levels = state.policy().levels
+    form.clearance.choices = [(lv.key, lv.label) for lv in levels]
+    if not formdata:  # a blank invitation starts at the lowest members' level, not public
+        form.clearance.data = next((lv.key for lv in levels if lv.key != PUBLIC_LEVEL), None)
     form.role.choices = [(r, r) for r in users.grantable_roles(current_user)]
     return form
 

@@ -700,7 +700,8 @@ def main() -> int:
     app = create_app({"env": "development", "database_url": url, "instance_path": instance,
                       "keyring_path": instance / "keyring.json",
                       "secret_key": "bench-" + "k" * 40, "login_limit": "1000 per minute",
-                      "api_limit": "100000 per minute"})
+                      "api_limit": "100000 per minute",
+                      "search_limit": "100000 per minute"})
     import logging
 
     logging.getLogger("enclave").setLevel(logging.ERROR)

@@ -408,6 +408,7 @@ def main() -> int:
                    "ENCLAVE_KEYRING": str(instance / "keyring.json"),
                    "ENCLAVE_INSTANCE_PATH": str(instance), "ENCLAVE_SECURE_COOKIES": "false",
                    "ENCLAVE_LOGIN_LIMIT": "100000 per minute",
+                   "ENCLAVE_SEARCH_LIMIT": "100000 per minute",
                    "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
     for name in ("WORKERS", "THREADS"):  # let the caller tune gunicorn for both servers
         if os.environ.get(f"ENCLAVE_GUNICORN_{name}"):

@@ -119,7 +119,8 @@ def main() -> int:
     app = create_app({"env": "development", "database_url": args.database_url,
                       "redis_url": args.redis_url, "instance_path": instance,
                       "keyring_path": instance / "keyring.json",
-                      "secret_key": "profile-" + "k" * 40, "login_limit": "1000 per minute"})
+                      "secret_key": "profile-" + "k" * 40, "login_limit": "1000 per minute",
+                      "search_limit": "100000 per minute"})
     logging.getLogger("enclave").setLevel(logging.ERROR)
     ids = findings_bench.existing_load(app, args.seed)
     user_id, secret = findings_bench.make_reader(app, role="member", clearance="restricted")

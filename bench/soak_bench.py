@@ -588,6 +588,7 @@ def main() -> int:
                 "ENCLAVE_INSTANCE_PATH": str(instance), "ENCLAVE_SECURE_COOKIES": "false",
                 "ENCLAVE_LOGIN_LIMIT": "100000 per minute",
                 "ENCLAVE_API_LIMIT": "100000 per minute",
+                "ENCLAVE_SEARCH_LIMIT": "100000 per minute",
                 "PROMETHEUS_MULTIPROC_DIR": str(metrics)})
     for name in ("WORKERS", "THREADS", "MAX_REQUESTS"):
         if os.environ.get(f"ENCLAVE_GUNICORN_{name}"):

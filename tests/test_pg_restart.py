@@ -304,7 +304,8 @@ def test_postgresql_restarts_under_load(cluster: Cluster, tmp_path: Path) -> Non
     store.flushdb()
     env = server_env(url, instance, free_port(), ENCLAVE_REDIS_URL=REDIS_URL,
                      ENCLAVE_GUNICORN_WORKERS="2", ENCLAVE_GUNICORN_THREADS="4",
-                     ENCLAVE_API_LIMIT="100000 per minute")
+                     ENCLAVE_API_LIMIT="100000 per minute",
+                     ENCLAVE_SEARCH_LIMIT="100000 per minute")
     server: Instance | None = None
     ledger = Ledger()
     driver: Driver | None = None

@@ -42,3 +42,30 @@ def test_upgrade_downgrade_upgrade(app):
     command.upgrade(cfg, "head")
     assert current_revision(engine) == head
     assert {t.name for t in Base.metadata.sorted_tables} <= set(inspect(engine).get_table_names())
+
+
+def test_finding_versions_count_the_kept_revisions(app):
+    """0006 starts each finding's edit version at one plus the revisions it already has."""
+    from sqlalchemy import text
+
+    from app.db import db
+    from app.findings.models import FindingRevision
+    from tests.factories import make_finding, make_org, make_user
+
+    author = make_user(make_org())
+    edited, untouched = make_finding(author), make_finding(author)
+    for n in range(2):
+        db.add(FindingRevision(finding_id=edited.id, editor_id=author.id, old_title=f"t{n}",
+                               old_body=f"b{n}", old_level="network"))
+    db.commit()
+    ids = (edited.id, untouched.id)
+    db.close()
+
+    engine = app.extensions["enclave.engine"]
+    cfg = alembic_config(engine)
+    command.downgrade(cfg, "0005")
+    command.upgrade(cfg, "0006")
+    with engine.connect() as conn:
+        versions = dict(conn.execute(text("SELECT id, version FROM findings")).all())
+    command.upgrade(cfg, "head")
+    assert (versions[ids[0]], versions[ids[1]]) == (3, 1)

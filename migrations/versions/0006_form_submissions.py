@@ -41,7 +41,11 @@ def upgrade() -> None:
     # a plain ADD COLUMN, not a batch operation: on SQLite a batch would rebuild the table
     # and lose the full-text search triggers made by 0002
     op.add_column('findings', sa.Column('version', sa.Integer(), server_default=sa.text('1'), nullable=False))
+    # only edited findings are touched (ADD COLUMN with a constant default rewrites no
+    # row on PostgreSQL): the migration stays short on a large, mostly unedited forum
     op.execute("UPDATE findings SET version = 1 + (SELECT count(*) FROM finding_revisions "
+               "WHERE finding_revisions.finding_id = findings.id) "
+               "WHERE EXISTS (SELECT 1 FROM finding_revisions "
                "WHERE finding_revisions.finding_id = findings.id)")
 
 

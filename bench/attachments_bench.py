@@ -14,7 +14,9 @@ What it does, for each size:
 * upload: POSTs a file generated on the fly (never stored in plaintext) to the API and
   checks the SHA-256 the server reports;
 * loopback limit: a separate process reads the disk-limit file back and sends it over a
-  loopback TCP socket without decryption (read + sendall; sendfile is reported too);
+  loopback TCP socket without decryption (read + sendall; sendfile is reported too),
+  from the disk, not the page cache: the file and the blob are both evicted from it
+  (posix_fadvise DONTNEED after a sync) before they are read;
   the receiving side is the same loop as the download client's;
 * download: GETs the attachment and checks length and CRC-32 of what arrives;
 * server memory: every worker's VmRSS at rest, then VmHWM (peak, reset through
@@ -304,6 +306,16 @@ def download(port: int, token: str, att_id: str, size: int) -> tuple[float, int]
     return elapsed, crc
 
 
+def evict(path: Path) -> None:
+    """Drop a file's (clean) pages from the page cache, so the next read is from disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def disk_write_limit(path: Path, data: Generated) -> float:
     started = time.perf_counter()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -313,9 +325,10 @@ def disk_write_limit(path: Path, data: Generated) -> float:
             while view:
                 view = view[os.write(fd, view):]
         os.fdatasync(fd)
+        elapsed = time.perf_counter() - started
     finally:
         os.close(fd)
-    return time.perf_counter() - started
+    return elapsed
 
 
 _SENDER = r"""
@@ -338,7 +351,9 @@ conn.close()
 
 
 def loopback_limit(path: Path, size: int, mode: str) -> float:
-    """Read the file back and send it over loopback in another process, no decryption."""
+    """Read the file back and send it over loopback in another process, no decryption.
+    The file is dropped from the page cache first, as the blob is before its download."""
+    evict(path)
     proc = subprocess.Popen([sys.executable, "-c", _SENDER, str(path), mode],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -537,6 +552,9 @@ def transfer_bench(server: Server, pids: list[int], info: dict[str, Any], size: 
 
     copy = [loopback_limit(baseline, size, "copy")]
     sendfile = loopback_limit(baseline, size, "sendfile")
+    os.sync()
+    for blob in (p for p in blob_dir.rglob("*") if p.is_file() and p != baseline):
+        evict(blob)  # both reads start from the disk, not the page cache
     with MemoryWatch(pids) as mem_down:
         down, got_crc = download(server.port, info["token"], body["id"], size)
     if got_crc != crc:

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import func, select
+from wtforms.fields.choices import SelectChoice
 
 from app import audit, state
 from app.auth import service as users
@@ -41,12 +42,12 @@ def _managed_user(user_id: int) -> User:
 def _invite_form(formdata: bool = True) -> InviteForm:
     form = InviteForm() if formdata else InviteForm(formdata=None)
     orgs = _manageable_orgs()
-    form.org.choices = [(o.slug, o.name) for o in orgs]
+    form.org.choices = [SelectChoice(o.slug, o.name) for o in orgs]
     levels = state.policy().levels
-    form.clearance.choices = [(lv.key, lv.label) for lv in levels]
+    form.clearance.choices = [SelectChoice(lv.key, lv.label) for lv in levels]
     if not formdata:  # a blank invitation starts at the lowest members' level, not public
         form.clearance.data = next((lv.key for lv in levels if lv.key != PUBLIC_LEVEL), None)
-    form.role.choices = [(r, r) for r in users.grantable_roles(current_user)]
+    form.role.choices = [SelectChoice(r) for r in users.grantable_roles(current_user)]
     return form
 
 
@@ -113,10 +114,11 @@ def user_edit(user_id: int) -> Any:
         form = UserEditForm()
     else:
         form = UserEditForm(clearance=user.clearance, role=user.role)
-    form.clearance.choices = [(lv.key, lv.label) for lv in state.policy().levels]
-    form.role.choices = [(r, r) for r in users.grantable_roles(current_user)]
-    if user.role not in dict(form.role.choices):
-        form.role.choices.append((user.role, user.role))
+    form.clearance.choices = [SelectChoice(lv.key, lv.label) for lv in state.policy().levels]
+    grantable = users.grantable_roles(current_user)
+    form.role.choices = [SelectChoice(r) for r in grantable]
+    if user.role not in grantable:
+        form.role.choices.append(SelectChoice(user.role))
     if form.validate_on_submit():
         try:
             users.update_user(current_user, user, clearance=form.clearance.data or "",

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
+from wtforms.fields.choices import SelectChoice
 
 from app import state
 from app.auth.forms import EmptyForm
@@ -195,9 +196,10 @@ def admin_edit(slug: str) -> Any:
 
 
 def _new_form_choices(form: FindingForm) -> None:
-    form.category.choices = [(c.slug, c.name) for c in service.list_categories()]
-    form.level.choices = [(lv.key, lv.label) for lv in service.postable_levels(current_user)]
-    form.orgs.choices = [(o.slug, o.name) for o in service.trusted_orgs()
+    form.category.choices = [SelectChoice(c.slug, c.name) for c in service.list_categories()]
+    form.level.choices = [SelectChoice(lv.key, lv.label)
+                          for lv in service.postable_levels(current_user)]
+    form.orgs.choices = [SelectChoice(o.slug, o.name) for o in service.trusted_orgs()
                          if o.id != current_user.org_id]
 
 
@@ -234,7 +236,8 @@ def _render_show(finding: Finding, reply_form: ReplyForm, status: int = 200) -> 
     move_form = None
     if service.is_moderator(current_user):
         move_form = MoveForm(category=finding.category.slug if finding.category else None)
-        move_form.category.choices = [(c.slug, c.name) for c in service.list_categories()]
+        move_form.category.choices = [SelectChoice(c.slug, c.name)
+                                     for c in service.list_categories()]
     return render_template(
         "findings/show.html", finding=finding, replies=page, reply_form=reply_form,
         body_html=service.body_html, can_edit=service.can_edit(current_user, finding),
@@ -290,13 +293,14 @@ def edit(finding_id: int) -> Any:
                         orgs=[c.org.slug for c in finding.compartment
                               if c.org_id != finding.org_id], version=str(finding.version))
     conflict = None
-    form.level.choices = [(lv.key, lv.label) for lv in service.postable_levels(current_user)
+    form.level.choices = [SelectChoice(lv.key, lv.label)
+                          for lv in service.postable_levels(current_user)
                           if lv.rank >= policy.rank(finding.level)]
     if finding.compartmented:
-        form.orgs.choices = [(o.slug, o.name) for o in finding.compartment_orgs
+        form.orgs.choices = [SelectChoice(o.slug, o.name) for o in finding.compartment_orgs
                              if o.id != finding.org_id]
     else:
-        form.orgs.choices = [(o.slug, o.name) for o in service.trusted_orgs()
+        form.orgs.choices = [SelectChoice(o.slug, o.name) for o in service.trusted_orgs()
                              if o.id != finding.org_id]
     if form.validate_on_submit():
         try:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
 
@@ -21,5 +22,5 @@ class OrgEditForm(FlaskForm):
                             validators=[DataRequired(), Length(max=4000)])
     ceiling = SelectField("Ceiling", validators=[DataRequired()])
     status = SelectField("Status", validators=[DataRequired()],
-                         choices=[("pending", "pending"), ("trusted", "trusted"),
-                                  ("suspended", "suspended")])
+                         choices=[SelectChoice("pending"), SelectChoice("trusted"),
+                                  SelectChoice("suspended")])

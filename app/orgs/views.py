@@ -4,6 +4,7 @@ from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
+from wtforms.fields.choices import SelectChoice
 
 from app import state
 from app.auth.models import Role
@@ -16,8 +17,8 @@ from app.web import form_error, role_required
 bp = Blueprint("orgs", __name__, template_folder="templates", url_prefix="/admin/orgs")
 
 
-def _level_choices() -> list[tuple[str, str]]:
-    return [(lv.key, lv.label) for lv in state.policy().levels]
+def _level_choices() -> list[SelectChoice]:
+    return [SelectChoice(lv.key, lv.label) for lv in state.policy().levels]
 
 
 def _render_index(form: OrgForm, status: int = 200) -> Any:

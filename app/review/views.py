@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
+from wtforms.fields.choices import SelectChoice
 
 from app import access, state
 from app.auth.forms import EmptyForm
@@ -98,7 +99,7 @@ def admin() -> Any:
 
 def _affiliation_form(formdata: bool = True) -> AffiliationForm:
     form = AffiliationForm() if formdata else AffiliationForm(formdata=None)
-    orgs = [(o.slug, o.name) for o in db.scalars(select(Organization)
+    orgs = [SelectChoice(o.slug, o.name) for o in db.scalars(select(Organization)
                                                   .order_by(Organization.name))]
     form.org_a.choices = orgs
     form.org_b.choices = orgs
@@ -137,8 +138,9 @@ def remove_affiliation(affiliation_id: int) -> Any:
 # ---------------------------------------------------------------- flags
 
 
-def _level_choices(minimum_rank: int) -> list[tuple[str, str]]:
-    return [(lv.key, lv.label) for lv in state.policy().levels if lv.rank >= minimum_rank]
+def _level_choices(minimum_rank: int) -> list[SelectChoice]:
+    return [SelectChoice(lv.key, lv.label) for lv in state.policy().levels
+            if lv.rank >= minimum_rank]
 
 
 @bp.route("/findings/<int:finding_id>/flag", methods=["GET", "POST"])
@@ -171,7 +173,7 @@ def flag_new(finding_id: int) -> Any:
 def _resolve_form(flag: Any, formdata: bool = True) -> ResolveFlagForm:
     form = ResolveFlagForm() if formdata else ResolveFlagForm(formdata=None,
                                                               level=flag.suggested_level)
-    form.outcome.choices = list(flags.OUTCOMES.items())
+    form.outcome.choices = [SelectChoice(k, label) for k, label in flags.OUTCOMES.items()]
     rank = state.policy().rank(flag.finding.level) + 1
     form.level.choices = _level_choices(rank)
     return form
@@ -264,8 +266,9 @@ def _publication_form(finding: Finding, req: ReviewRequest | None = None,
         # internal text.
         form = PublicationForm(formdata=None)
     files = service.attachable_files(current_user, finding)
-    form.attachments.choices = [(a.id, f"{a.filename} ({a.size:,} bytes)") for a in files]
-    form.embargo_tz.choices = [(z, z) for z in content.common_timezones()]
+    form.attachments.choices = [SelectChoice(a.id, f"{a.filename} ({a.size:,} bytes)")
+                                for a in files]
+    form.embargo_tz.choices = [SelectChoice(z) for z in content.common_timezones()]
     return form
 
 
@@ -302,7 +305,7 @@ def declassify_new(finding_id: int) -> Any:
     finding = findings.get_finding(current_user, finding_id)
     form = DeclassifyForm()
     policy = state.policy()
-    form.target_level.choices = [(lv.key, lv.label) for lv in policy.levels
+    form.target_level.choices = [SelectChoice(lv.key, lv.label) for lv in policy.levels
                                  if 0 < lv.rank < policy.rank(finding.level)]
     if form.validate_on_submit():
         try:

@@ -764,9 +764,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
                            code="bad_cursor") from None
 
 
-def _scope(user: User, *, category: Category | None = None, level: str | None = None
-           ) -> Select[tuple[Finding]]:
-    query = access.visible_findings(user).options(*FINDING_LOAD)
+def _narrow(query: Select[Any], category: Category | None, level: str | None) -> Select[Any]:
+    """A list query restricted to one category and/or one level (an unknown level is an
+    error, not an empty list)."""
     if category is not None:
         query = query.where(Finding.category_id == category.id)
     if level is not None:
@@ -775,6 +775,11 @@ def _scope(user: User, *, category: Category | None = None, level: str | None = 
                                field="level")
         query = query.where(Finding.level == level)
     return query
+
+
+def _scope(user: User, *, category: Category | None = None, level: str | None = None
+           ) -> Select[tuple[Finding]]:
+    return _narrow(access.visible_findings(user).options(*FINDING_LOAD), category, level)
 
 
 _Author = aliased(User, name="author")
@@ -816,14 +821,7 @@ def _row_scope(user: User, *, category: Category | None = None, level: str | Non
              .join(_FindingOrgRef, _FindingOrgRef.id == Finding.org_id)
              .outerjoin(Category, Category.id == Finding.category_id)
              .where(access.finding_filter(user)))
-    if category is not None:
-        query = query.where(Finding.category_id == category.id)
-    if level is not None:
-        if not state.policy().is_level(level):
-            raise ServiceError(f"There is no level {level!r}.", code="unknown_level",
-                               field="level")
-        query = query.where(Finding.level == level)
-    return query
+    return _narrow(query, category, level)
 
 
 def list_findings(user: User, *, category: Category | None = None, level: str | None = None,

@@ -232,6 +232,31 @@ class Server:
                 self.process.wait(timeout=10)
 
 
+def clean_env(gunicorn_settings: tuple[str, ...]) -> dict[str, str]:
+    """This process's environment without Enclave's settings, keeping only the gunicorn
+    settings named (ENCLAVE_GUNICORN_<name>) that the caller set."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("ENCLAVE_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    for name in gunicorn_settings:
+        if os.environ.get(f"ENCLAVE_GUNICORN_{name}"):
+            env[f"ENCLAVE_GUNICORN_{name}"] = os.environ[f"ENCLAVE_GUNICORN_{name}"]
+    return env
+
+
+def production_env(base: dict[str, str], *, url: str, redis_url: str, secret_key: str,
+                   instance: Path, metrics: Path) -> dict[str, str]:
+    """The production app's environment for a benchmark: rate limits lifted (one client
+    sends far more than a person would), no Secure cookies on plain-HTTP loopback."""
+    return {**base, "ENCLAVE_ENV": "production", "ENCLAVE_DATABASE_URL": url,
+            "ENCLAVE_REDIS_URL": redis_url, "ENCLAVE_SECRET_KEY": secret_key,
+            "ENCLAVE_KEYRING": str(instance / "keyring.json"),
+            "ENCLAVE_INSTANCE_PATH": str(instance), "ENCLAVE_SECURE_COOKIES": "false",
+            "ENCLAVE_LOGIN_LIMIT": "100000 per minute",
+            "ENCLAVE_API_LIMIT": "100000 per minute",
+            "ENCLAVE_SEARCH_LIMIT": "100000 per minute",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
+
+
 def start_server(name: str, wsgi: str, env: dict[str, str], folder: Path, ready: str
                  ) -> Server:
     port = free_port()
@@ -399,21 +424,11 @@ def main() -> int:
     app.extensions["enclave.engine"].dispose()
     redis.Redis.from_url(args.redis_url).flushdb()
 
-    base_env = {k: v for k, v in os.environ.items()
-                if not k.startswith("ENCLAVE_") and k != "PROMETHEUS_MULTIPROC_DIR"}
     metrics = folder / "metrics"
     metrics.mkdir()
-    enclave_env = {**base_env, "ENCLAVE_ENV": "production", "ENCLAVE_DATABASE_URL": url,
-                   "ENCLAVE_REDIS_URL": args.redis_url, "ENCLAVE_SECRET_KEY": secret_key,
-                   "ENCLAVE_KEYRING": str(instance / "keyring.json"),
-                   "ENCLAVE_INSTANCE_PATH": str(instance), "ENCLAVE_SECURE_COOKIES": "false",
-                   "ENCLAVE_LOGIN_LIMIT": "100000 per minute",
-                   "ENCLAVE_SEARCH_LIMIT": "100000 per minute",
-                   "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
-    for name in ("WORKERS", "THREADS"):  # let the caller tune gunicorn for both servers
-        if os.environ.get(f"ENCLAVE_GUNICORN_{name}"):
-            base_env[f"ENCLAVE_GUNICORN_{name}"] = os.environ[f"ENCLAVE_GUNICORN_{name}"]
-            enclave_env[f"ENCLAVE_GUNICORN_{name}"] = os.environ[f"ENCLAVE_GUNICORN_{name}"]
+    base_env = clean_env(("WORKERS", "THREADS"))  # the caller tunes gunicorn for both
+    enclave_env = production_env(base_env, url=url, redis_url=args.redis_url,
+                                 secret_key=secret_key, instance=instance, metrics=metrics)
     servers: list[Server] = []
     try:
         enclave = start_server("enclave", "wsgi:app", enclave_env, folder, "/healthz")

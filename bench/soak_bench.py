@@ -580,19 +580,9 @@ def main() -> int:
 
     metrics = folder / "metrics"
     metrics.mkdir()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("ENCLAVE_") and k != "PROMETHEUS_MULTIPROC_DIR"}
-    env.update({"ENCLAVE_ENV": "production", "ENCLAVE_DATABASE_URL": url,
-                "ENCLAVE_REDIS_URL": args.redis_url, "ENCLAVE_SECRET_KEY": secret_key,
-                "ENCLAVE_KEYRING": str(instance / "keyring.json"),
-                "ENCLAVE_INSTANCE_PATH": str(instance), "ENCLAVE_SECURE_COOKIES": "false",
-                "ENCLAVE_LOGIN_LIMIT": "100000 per minute",
-                "ENCLAVE_API_LIMIT": "100000 per minute",
-                "ENCLAVE_SEARCH_LIMIT": "100000 per minute",
-                "PROMETHEUS_MULTIPROC_DIR": str(metrics)})
-    for name in ("WORKERS", "THREADS", "MAX_REQUESTS"):
-        if os.environ.get(f"ENCLAVE_GUNICORN_{name}"):
-            env[f"ENCLAVE_GUNICORN_{name}"] = os.environ[f"ENCLAVE_GUNICORN_{name}"]
+    env = load_bench.production_env(
+        load_bench.clean_env(("WORKERS", "THREADS", "MAX_REQUESTS")), url=url,
+        redis_url=args.redis_url, secret_key=secret_key, instance=instance, metrics=metrics)
     ledger = Ledger()
     server = None
     try:

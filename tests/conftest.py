@@ -19,8 +19,16 @@ from app import create_app
 from app.db import Base, db
 
 TEST_DB_URL = os.environ.get("ENCLAVE_TEST_DATABASE_URL", "")
+#: The Redis server the Redis-backed tests use (each test module takes its own database
+#: number on it and empties it). Point it at a private server to run two suites at once.
+TEST_REDIS_SERVER = os.environ.get("ENCLAVE_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|'
                      r'name="csrf_token" value="([^"]+)"')
+
+
+def redis_test_url(database: int) -> str:
+    """The URL of one Redis database on the test Redis server."""
+    return f"{TEST_REDIS_SERVER}/{database}"
 
 
 def _reset_postgres(url: str) -> None:

@@ -13,10 +13,10 @@ import pytest
 import redis
 
 from app.sessions import RETRY_AFTER_SECONDS
-from tests.conftest import make_app, running_app
+from tests.conftest import make_app, redis_test_url, running_app
 from tests.factories import PASSWORD, login, make_org, make_user
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_URL = redis_test_url(15)
 
 
 def test_healthz_reports_checks_without_secrets_or_counts(client, app):

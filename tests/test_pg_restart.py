@@ -36,7 +36,7 @@ import redis
 from sqlalchemy import create_engine, text
 
 from app.config import REPO_ROOT
-from tests.conftest import csrf_from, make_app
+from tests.conftest import csrf_from, make_app, redis_test_url
 from tests.factories import make_finding, make_org, make_user
 from tests.pg_private import requires_postgres
 from tests.test_two_instances import (
@@ -52,7 +52,7 @@ from tests.test_two_instances import (
 
 pytestmark = requires_postgres
 
-REDIS_URL = "redis://127.0.0.1:6379/10"
+REDIS_URL = redis_test_url(10)
 UNAVAILABLE = "The database is unavailable for a moment"
 CLIENT_TIMEOUT = 20.0
 RECOVERY_LIMIT = 5.0  # seconds after the server is back by which requests succeed again

@@ -19,14 +19,14 @@ from app import state
 from app.auth import service as users
 from app.auth.models import User
 from app.db import db
-from tests.conftest import csrf_from, make_app, running_app
+from tests.conftest import csrf_from, make_app, redis_test_url, running_app
 from tests.factories import PASSWORD, login, make_org, make_user
 from tests.test_auth import isolated_requests, post_code, post_login, reload, signed_in
 from tests.test_password_reset import ask_for_reset, link_in, mails
 
 __all__ = ["isolated_requests"]  # autouse: every test client is request-isolated
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = redis_test_url(14)
 LIMIT = 3  # login, reset, search: "3 per minute"
 API_LIMIT = 5
 NEW_PASSWORD = "harbour-violet-tundra-anchor"

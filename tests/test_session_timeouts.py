@@ -14,13 +14,13 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import running_app
+from tests.conftest import redis_test_url, running_app
 from tests.factories import login, make_org, make_user
 from tests.test_auth import isolated_requests, text
 
 __all__ = ["isolated_requests"]  # autouse: every test client is request-isolated
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = redis_test_url(14)
 IDLE_MINUTES = 30
 ABSOLUTE_HOURS = 8
 

@@ -29,13 +29,13 @@ import pytest
 import redis
 
 from app.config import REPO_ROOT
-from tests.conftest import csrf_from, make_app
+from tests.conftest import csrf_from, make_app, redis_test_url
 from tests.factories import PASSWORD, make_finding, make_org, make_user
 from tests.pg_private import private_database, requires_postgres
 
 pytestmark = requires_postgres
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS_URL = redis_test_url(12)
 SECRET_KEY = "two-instances-" + secrets.token_urlsafe(32)
 LOGIN_LIMIT = 5
 

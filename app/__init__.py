@@ -96,7 +96,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
 
 def _init_extensions(app: Flask, settings: Settings) -> None:
-    from app.auth.service import load_session_user
+    from app.auth.views import load_signed_in_user
     from app.extensions import csrf, limiter, login_manager
     from app.ops import install_metrics
     from app.sessions import init_sessions
@@ -112,7 +112,7 @@ def _init_extensions(app: Flask, settings: Settings) -> None:
     login_manager.login_message = "Please sign in to continue."
     login_manager.login_message_category = "info"
     login_manager.session_protection = None  # session ids rotate at login instead
-    login_manager.user_loader(load_session_user)
+    login_manager.user_loader(load_signed_in_user)
 
 
 def _init_attachments(app: Flask, settings: Settings, engine: Any, keyring: Any) -> None:

@@ -4,12 +4,21 @@ A user may read a finding when all hold:
 1. the user is active and their organization is trusted;
 2. the finding's level <= the user's effective clearance = min(clearance, org ceiling);
 3. the user acknowledged the current version of every NDA the level requires;
-4. the user has two-factor authentication on, if the level requires it;
+4. the user has two-factor authentication on, if the level requires it, and, where the
+   level requires a phishing-resistant factor (``mfa = "passkey"``), proved a passkey;
 5. if the finding names organizations (a compartment), the user's organization is one.
 
 ``readable_levels`` + ``in_compartment`` are the Python form; ``finding_filter`` /
 ``visible_findings`` build the SQL form from the same ``readable_levels``. Every list,
 search, feed, notification, export and API endpoint goes through ``visible_findings``.
+
+Rule 4 looks at how the reader *proved* who they are, not only at what the account
+has: a signed-in session or an API token carries its proof (``auth_proof`` on the user
+object, set where the request is authenticated, see :func:`assume_proof`). Someone who
+signed in with a password and an authenticator code has two factors but no passkey proof,
+even if the account has a passkey: a phished password and code stay below the passkey
+levels. Without a proof (another user, e.g. a notification's recipient) the account's
+factors count: enrolled 2FA, a registered passkey.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from sqlalchemy import ColumnElement, Select, and_, exists, false, or_, select
 
 from app import state
 from app.db import db
-from app.errors import MfaRequired, NdaRequired, NotFound
+from app.errors import MfaRequired, NdaRequired, NotFound, PasskeyRequired
 from app.findings.models import Finding, FindingOrg
 from app.ndas.models import NdaAcknowledgement
 from app.policy import Policy
@@ -40,6 +49,13 @@ class Subject:
     org_ceiling: str
     mfa: bool
     acknowledged: frozenset[tuple[str, int]]
+    passkey: bool = False
+
+
+#: Proofs (``auth_proof``) that count as a second factor / as a phishing-resistant one.
+#: "operator": a token made on the command line by whoever runs the server.
+SECOND_FACTOR_PROOFS = frozenset({"totp", "recovery_code", "passkey", "operator"})
+PASSKEY_PROOFS = frozenset({"passkey", "operator"})
 
 
 class Denial(enum.Enum):
@@ -49,6 +65,7 @@ class Denial(enum.Enum):
     NOT_FOUND = "not_found"
     NDA = "nda"
     MFA = "mfa"
+    PASSKEY = "passkey"
 
 
 _CACHE_ATTR = "_enclave_access_subject"
@@ -66,6 +83,7 @@ def subject_for(user: Any) -> Subject | None:
             NdaAcknowledgement.user_id == user.id
         )
     ).all()
+    mfa, passkey = _factors(user)
     subject = Subject(
         user_id=user.id,
         org_id=user.org_id,
@@ -73,11 +91,32 @@ def subject_for(user: Any) -> Subject | None:
         org_trusted=user.org.status == "trusted",
         clearance=user.clearance,
         org_ceiling=user.org.ceiling,
-        mfa=user.totp_enabled_at is not None,
+        mfa=mfa,
         acknowledged=frozenset((k, v) for k, v in acks),
+        passkey=passkey,
     )
     setattr(user, _CACHE_ATTR, subject)
     return subject
+
+
+def _factors(user: Any) -> tuple[bool, bool]:
+    """(second factor, phishing-resistant factor) of this reader (module docstring)."""
+    totp = user.totp_enabled_at is not None
+    proof = getattr(user, "auth_proof", None)
+    if proof is None:  # not the one making the request: what the account has
+        has_passkey = user.has_passkeys
+        return totp or has_passkey, has_passkey
+    if proof in PASSKEY_PROOFS:
+        return True, True
+    return proof in SECOND_FACTOR_PROOFS and totp, False
+
+
+def assume_proof(user: Any, proof: str | None) -> None:
+    """Record how ``user`` proved who they are for this request ("password", "totp",
+    "recovery_code", "passkey", "operator"); the rule reads it (module docstring)."""
+    if user is not None:
+        user.auth_proof = proof
+        forget(user)
 
 
 def forget(user: Any) -> None:
@@ -129,7 +168,8 @@ def readable_levels(user: Any, policy: Policy | None = None) -> set[str]:
     return {
         level.key
         for level in policy.levels_up_to(ceiling)
-        if (s.mfa or not level.mfa) and not missing_ndas(s, level.key, policy)
+        if (s.mfa or not level.mfa) and (s.passkey or not level.needs_passkey)
+        and not missing_ndas(s, level.key, policy)
     }
 
 
@@ -165,8 +205,9 @@ def can_read(user: Any, finding: Finding, policy: Policy | None = None) -> bool:
 def denial(user: Any, finding: Finding, policy: Policy | None = None) -> Denial:
     """Why ``user`` may not read ``finding``.
 
-    NDA/MFA are only reported to a user who would otherwise be cleared for the finding
-    (standing, clearance and compartment all fine), so nothing leaks to the uncleared.
+    NDA/MFA/PASSKEY (a second factor, but no passkey proof) are only reported to a user
+    who would otherwise be cleared for the finding (standing, clearance and compartment
+    all fine), so nothing leaks to the uncleared.
     """
     policy = policy or state.policy()
     if can_read(user, finding, policy):
@@ -184,6 +225,8 @@ def denial(user: Any, finding: Finding, policy: Policy | None = None) -> Denial:
         return Denial.NOT_FOUND
     if missing_ndas(s, finding.level, policy):
         return Denial.NDA
+    if s.mfa and policy.level(finding.level).needs_passkey:
+        return Denial.PASSKEY
     return Denial.MFA
 
 
@@ -198,6 +241,8 @@ def require_readable(user: Any, finding: Finding, *, what: str = "read it") -> N
                           missing_ndas(user, finding.level))
     if why is Denial.MFA:
         raise MfaRequired(f"Turn on two-factor authentication to {what} at this level.")
+    if why is Denial.PASSKEY:
+        raise PasskeyRequired(f"This level needs a passkey: confirm with one to {what}.")
     raise NotFound()
 
 

@@ -247,7 +247,7 @@ def token_create(email: str, name: str) -> None:
     from app.auth import service
 
     user = _get_user(email)
-    token, plaintext = service.create_token(user, name, actor="cli")
+    token, plaintext = service.create_token(user, name, actor="cli", proof="operator")
     click.echo(f"token {token.prefix}... for {user.email} ({token.name}); it is shown once:")
     click.echo(plaintext)
 

@@ -49,3 +49,10 @@ class NdaRequired(ServiceError):
 class MfaRequired(ServiceError):
     status = 403
     code = "mfa_required"
+
+
+class PasskeyRequired(MfaRequired):
+    """A cleared reader with a second factor, but the level needs a passkey proof: the
+    web sends them to confirm with a passkey (or add one)."""
+
+    code = "passkey_required"

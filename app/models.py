@@ -2,7 +2,14 @@
 
 from app.attachments.models import Attachment
 from app.audit import AuditEntry
-from app.auth.models import ApiToken, Invitation, PasswordReset, RecoveryCode, User
+from app.auth.models import (
+    ApiToken,
+    Invitation,
+    Passkey,
+    PasswordReset,
+    RecoveryCode,
+    User,
+)
 from app.findings.models import (
     Category,
     Finding,
@@ -30,7 +37,7 @@ from app.submissions.models import FormSubmission
 __all__ = [
     "ApiToken", "Attachment", "AuditEntry", "Category", "Finding", "FindingOrg", "FindingRead",
     "FindingRevision", "Invitation", "NdaAcknowledgement", "Notification", "OrgDomain",
-    "Organization", "PasswordReset", "RecoveryCode", "Reply", "User", "Watch",
+    "Organization", "Passkey", "PasswordReset", "RecoveryCode", "Reply", "User", "Watch",
     "ConflictDeclaration", "Escalation", "Flag", "OrgAffiliation", "RequestAttachment",
     "Review", "ReviewComment", "ReviewEvent", "ReviewRequest", "FormSubmission",
 ]

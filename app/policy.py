@@ -21,7 +21,10 @@ Indexes in field paths are 0-based: ``levels[2]`` is the third ``[[levels]]`` ta
 Levels: ordered lowest first; a level's ``rank`` is its position (0 = lowest). A level
 keyed ``public`` must exist and be the lowest; the app relies on it. NDAs are listed
 explicitly per level and must be cumulative (each level lists every NDA of the level
-below it), and MFA, once required, stays required at every higher level.
+below it), and MFA, once required, stays required at every higher level. ``mfa`` is
+``false``, ``true`` (any second factor: an authenticator code or a passkey) or
+``"passkey"`` (a phishing-resistant factor: this session proved a passkey); a level's
+factor is never weaker than the one of the level below it.
 
 NDA text and hash: ``Nda.text`` is everything after the line that closes the front
 matter (the second ``+++`` line, including that line's line ending), decoded as UTF-8
@@ -62,6 +65,8 @@ REVIEW_FILE = "review.toml"
 NDA_DIR = "ndas"
 NDA_SUFFIX = ".md"
 PUBLIC_LEVEL = "public"
+#: The ``mfa`` value of a level that needs a phishing-resistant factor (a passkey).
+MFA_PASSKEY = "passkey"
 FRONT_MATTER_DELIMITER = "+++"
 
 _SLUG_RE = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
@@ -126,11 +131,25 @@ class Level:
     colour: str
     description: str
     ndas: tuple[str, ...]
-    mfa: bool
+    #: False, True (any second factor) or "passkey" (a phishing-resistant one)
+    mfa: bool | str
     requires_compartment: bool
     attachments: bool
     max_attachment_mb: int
     rank: int
+
+    @property
+    def needs_passkey(self) -> bool:
+        """Reading needs a phishing-resistant factor proved in this session."""
+        return self.mfa == MFA_PASSKEY
+
+    @property
+    def factor_strength(self) -> int:
+        """0 = none, 1 = any second factor, 2 = a passkey (for ordering levels)."""
+        return _FACTOR_STRENGTH[self.mfa]
+
+
+_FACTOR_STRENGTH: dict[bool | str, int] = {False: 0, True: 1, MFA_PASSKEY: 2}
 
 
 @dataclass(frozen=True)
@@ -471,6 +490,18 @@ class _File:
         return value
 
 
+def _mfa_value(file: _File, table: Mapping[str, Any], path: str) -> bool | str | None:
+    """``mfa``: true, false or "passkey"."""
+    if "mfa" not in table:
+        return None
+    value = table["mfa"]
+    if isinstance(value, bool) or value == MFA_PASSKEY:
+        return value
+    file.error(_join(path, "mfa"),
+               f'must be true, false or "{MFA_PASSKEY}" (got {_describe(value)})')
+    return None
+
+
 def _is_slug(value: object) -> bool:
     return isinstance(value, str) and len(value) <= _SLUG_MAX and bool(_SLUG_RE.fullmatch(value))
 
@@ -624,7 +655,7 @@ def _parse_levels(
                 )
             if unknown:
                 ndas = None
-        mfa = file.boolean(table, "mfa", path)
+        mfa = _mfa_value(file, table, path)
         requires_compartment = file.boolean(table, "requires_compartment", path)
         attachments = file.boolean(table, "attachments", path)
         max_mb = file.integer(table, "max_attachment_mb", path, minimum=0)
@@ -697,6 +728,12 @@ def _parse_levels(
             file.error(
                 f"levels[{index}].mfa",
                 f"must be true: the level below ({below.key!r}) already requires MFA",
+            )
+        elif below.needs_passkey and not level.needs_passkey:
+            file.error(
+                f"levels[{index}].mfa",
+                f'must be "{MFA_PASSKEY}": the level below ({below.key!r}) already '
+                "requires a passkey",
             )
 
     if any(level is None for level in levels):

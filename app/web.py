@@ -32,7 +32,7 @@ from werkzeug.exceptions import HTTPException
 from app import access, state
 from app.auth.models import Role
 from app.config import Settings
-from app.errors import MfaRequired, NdaRequired, ServiceError
+from app.errors import MfaRequired, NdaRequired, PasskeyRequired, ServiceError
 
 log = logging.getLogger("enclave.web")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -138,6 +138,11 @@ def install_web_hooks(app: Flask, settings: Settings) -> None:
         if isinstance(exc, NdaRequired):
             flash(exc.message, "warning")
             return redirect(url_for("ndas.index", next=request.path))
+        if isinstance(exc, PasskeyRequired):
+            flash(exc.message, "warning")
+            if current_user.is_authenticated and current_user.has_passkeys:
+                return redirect(url_for("auth.confirm", next=request.path))
+            return redirect(url_for("auth.passkeys"))
         if isinstance(exc, MfaRequired):
             flash(exc.message, "warning")
             return redirect(url_for("auth.mfa_setup"))

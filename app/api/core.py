@@ -36,6 +36,8 @@ def me() -> Any:
         "clearance": user.clearance,
         "effective_clearance": access.effective_clearance(user),
         "mfa_enabled": user.mfa_enabled,
+        "passkeys": len(user.passkeys),
+        "token_proof": user.auth_proof,
         "readable_levels": [k for k in state.policy().level_keys()
                             if k in access.readable_levels(user)],
         "ndas_to_acknowledge": [

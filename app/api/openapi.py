@@ -38,13 +38,23 @@ SCHEMAS: dict[str, Any] = {
             "organization": {"type": "object"}, "clearance": {"type": "string"},
             "effective_clearance": {"type": ["string", "null"]},
             "mfa_enabled": {"type": "boolean"},
+            "passkeys": {"type": "integer", "description": "passkeys on the account"},
+            "token_proof": {"type": ["string", "null"],
+                            "description": "how this token's maker proved who they were "
+                                           "(passkey, totp, password, operator): a level "
+                                           "that needs a passkey opens only to passkey "
+                                           "and operator tokens"},
             "readable_levels": {"type": "array", "items": {"type": "string"}},
             "ndas_to_acknowledge": {"type": "array", "items": {"type": "object"}},
         },
     },
-    "Level": {"type": "object", "required": ["key", "label", "rank"],
+    "Level": {"type": "object", "required": ["key", "label", "rank", "mfa"],
               "properties": {"key": {"type": "string"}, "label": {"type": "string"},
-                             "rank": {"type": "integer"}}},
+                             "rank": {"type": "integer"},
+                             "mfa": {"enum": [False, True, "passkey"],
+                                     "description": "the factor reading needs: none, any "
+                                                    "second factor, or a passkey "
+                                                    "(phishing-resistant)"}}},
     "Nda": {"type": "object", "required": ["key", "title", "version", "text_sha256"],
             "properties": {"key": {"type": "string"}, "title": {"type": "string"},
                            "version": {"type": "integer"},

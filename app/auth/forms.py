@@ -49,6 +49,11 @@ class MfaDisableForm(FlaskForm):
     password = PasswordField("Password", validators=[DataRequired()])
 
 
+class ConfirmForm(FlaskForm):
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+    code = StringField("Code from your authenticator app", validators=[Length(max=12)])
+
+
 class TokenForm(FlaskForm):
     name = StringField("Token name", validators=[DataRequired(), Length(max=80)])
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, utcnow
@@ -41,10 +41,27 @@ class User(Base):
     password_changed_at: Mapped[datetime | None]
 
     org: Mapped[Organization] = relationship(lazy="joined")
+    # loaded when first read (sign-in, the account pages, the access rule of another user)
+    passkeys: Mapped[list[Passkey]] = relationship(
+        lazy="select", order_by="Passkey.id", back_populates="user",
+        cascade="all, delete-orphan", passive_deletes=True)
+
+    #: How this user proved who they are for the current request (``access.assume_proof``);
+    #: None for a user who is not the one making the request.
+    auth_proof = None  # type: str | None
+
+    @property
+    def totp_enabled(self) -> bool:
+        return self.totp_enabled_at is not None
+
+    @property
+    def has_passkeys(self) -> bool:
+        return bool(self.passkeys)
 
     @property
     def mfa_enabled(self) -> bool:
-        return self.totp_enabled_at is not None
+        """A second factor is set up: an authenticator app or at least one passkey."""
+        return self.totp_enabled or self.has_passkeys
 
     @property
     def is_admin(self) -> bool:
@@ -68,6 +85,32 @@ class User(Base):
 
     def __repr__(self) -> str:
         return f"<User {self.email}>"
+
+
+class Passkey(Base):
+    """A WebAuthn credential (passkey or security key) of a user.
+
+    Only the public key is kept; ``sign_count`` is the authenticator's counter as last
+    seen (a response at or below it means a cloned authenticator and is refused)."""
+
+    __tablename__ = "passkeys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    credential_id: Mapped[str] = mapped_column(String(1400), unique=True)  # base64url
+    #: the WebAuthn user handle given at registration (random, the same for all of one
+    #: user's passkeys); a discoverable sign-in must return it
+    user_handle: Mapped[str] = mapped_column(String(100))  # base64url
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)  # COSE
+    sign_count: Mapped[int] = mapped_column(Integer, default=0)
+    transports: Mapped[str] = mapped_column(String(200), default="")
+    aaguid: Mapped[str] = mapped_column(String(36), default="")
+    backed_up: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship(back_populates="passkeys")
 
 
 class RecoveryCode(Base):
@@ -108,6 +151,10 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    #: how its maker proved who they were ("passkey", "totp", "password", "operator" for
+    #: the command line): a token reaches a passkey level only from a passkey proof
+    proof: Mapped[str] = mapped_column(String(16), default="password",
+                                       server_default="password")
 
     user: Mapped[User] = relationship(lazy="joined")
 

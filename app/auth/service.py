@@ -66,6 +66,11 @@ def _standing_problem(user: User) -> str | None:
     return None
 
 
+def standing_problem(user: User) -> str | None:
+    """Why ``user`` may not sign in now (disabled, organization not trusted), or None."""
+    return _standing_problem(user)
+
+
 # ---------------------------------------------------------------- sign-in
 
 def authenticate(email: str, password: str) -> User:
@@ -257,7 +262,7 @@ def complete_password_reset(token: str, password: str) -> User:
 
 def start_mfa_enrolment(user: User) -> str:
     """Keep a new secret (sealed) until the user proves their device has it."""
-    if user.mfa_enabled:
+    if user.totp_enabled:
         raise ServiceError("Two-factor authentication is already on.")
     secret = mfa.open_secret(user)
     if secret is None:
@@ -268,7 +273,7 @@ def start_mfa_enrolment(user: User) -> str:
 
 
 def enable_mfa(user: User, code: str) -> list[str]:
-    if user.mfa_enabled:
+    if user.totp_enabled:
         raise ServiceError("Two-factor authentication is already on.")
     secret = mfa.open_secret(user)
     if secret is None:
@@ -277,7 +282,9 @@ def enable_mfa(user: User, code: str) -> list[str]:
         raise ServiceError("That code does not match. Check the time on your device.",
                            field="code")
     user.totp_enabled_at = utcnow()
-    codes = mfa.new_recovery_codes(user)
+    # a passkey user already holds recovery codes; they stay valid
+    codes = [] if user.has_passkeys and mfa.remaining_recovery_codes(user) else \
+        mfa.new_recovery_codes(user)
     end_all_sessions(user)
     audit.record("mfa_enabled", actor=user, target_type="user", target_id=user.id)
     access.forget(user)
@@ -291,15 +298,34 @@ def disable_mfa(user: User, password: str) -> None:
     user.totp_secret_enc = None
     user.totp_enabled_at = None
     user.totp_last_step = None
-    mfa.delete_recovery_codes(user)
+    if not user.has_passkeys:  # with a passkey left, 2FA stays on and so do the codes
+        mfa.delete_recovery_codes(user)
     end_all_sessions(user)
     audit.record("mfa_disabled", actor=user, target_type="user", target_id=user.id)
     access.forget(user)
     db.commit()
 
 
+def reauthenticate(user: User, password: str, code: str) -> str:
+    """A fresh proof in a signed-in session (before passkey changes): the password and,
+    with an authenticator app on, a current code. Returns the proof ("totp" or
+    "password"); raises ServiceError. A passkey confirmation is the other way."""
+    if not verify_password(user.password_hash, password):
+        audit.record("reauth_failed", actor=user, target_type="user", target_id=user.id)
+        db.commit()
+        raise ServiceError("The password is wrong.", field="password")
+    if not user.totp_enabled:
+        return "password"
+    if not mfa.verify_totp(user, code or ""):
+        audit.record("reauth_failed", actor=user, target_type="user", target_id=user.id)
+        db.commit()
+        raise ServiceError("That code is wrong or was already used.", field="code")
+    db.commit()
+    return "totp"
+
+
 def regenerate_recovery_codes(user: User, code: str) -> list[str]:
-    if not user.mfa_enabled or not mfa.verify_totp(user, code):
+    if not user.totp_enabled or not mfa.verify_totp(user, code):
         raise ServiceError("That code is wrong or was already used.", field="code")
     codes = mfa.new_recovery_codes(user)
     audit.record("recovery_codes_regenerated", actor=user, target_type="user",
@@ -561,8 +587,11 @@ def set_active(actor: User | None, user: User, active: bool) -> None:
 
 # ---------------------------------------------------------------- API tokens
 
-def create_token(user: User, name: str, *, actor: User | str | None = None) -> tuple[ApiToken, str]:
-    """A new bearer token; the plaintext is returned once and only its hash is kept."""
+def create_token(user: User, name: str, *, actor: User | str | None = None,
+                 proof: str = "password") -> tuple[ApiToken, str]:
+    """A new bearer token; the plaintext is returned once and only its hash is kept.
+    ``proof``: how its maker proved who they were (the session's proof; "operator" on the
+    command line); the token reads what that proof allows (``access``)."""
     name = " ".join((name or "").split()) or "token"
     if len(name) > 80:
         raise ServiceError("A token name has at most 80 characters.", field="name")
@@ -570,11 +599,11 @@ def create_token(user: User, name: str, *, actor: User | str | None = None) -> t
         raise ServiceError(f"{user.email} is not in good standing; no token was made.")
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(user_id=user.id, name=name, token_hash=sha256_hex(plaintext),
-                     prefix=plaintext[: len(TOKEN_PREFIX) + 6])
+                     prefix=plaintext[: len(TOKEN_PREFIX) + 6], proof=proof)
     db.add(token)
     db.flush()
     audit.record("token_created", actor=actor or user, target_type="api_token",
-                 target_id=token.id, user=user.email, name=name)
+                 target_id=token.id, user=user.email, name=name, proof=proof)
     db.commit()
     return token, plaintext
 
@@ -604,4 +633,5 @@ def user_for_token(plaintext: str) -> User | None:
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=5):
         token.last_used_at = now
         db.commit()
+    access.assume_proof(token.user, token.proof)
     return token.user

@@ -18,7 +18,7 @@ from flask import (
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import select
 
-from app import state
+from app import access, state
 from app.auth import mfa, service
 from app.auth.forms import (
     AcceptInvitationForm,
@@ -63,15 +63,30 @@ def _pending_key() -> str:
     return f"pending2fa:{pending.get('uid', request.remote_addr)}"
 
 
-def _start_session(user: Any, method: str) -> None:
-    """Fresh session (no fixation): clear everything, then sign in."""
+def start_session(user: Any, method: str, proof: str) -> None:
+    """Fresh session (no fixation): clear everything, then sign in. ``proof`` is what the
+    access rule counts for this session ("password", "totp", "recovery_code", "passkey")."""
     session.clear()
     rotate_session(session)
     login_user(user)
     now = int(time.time())
     session["login_at"] = now
     session["seen_at"] = now
+    session["auth_proof"] = proof
+    access.assume_proof(user, proof)
     service.complete_login(user, method=method)
+
+
+#: A session from before proofs were recorded passed the second factor its account had.
+LEGACY_PROOF = "totp"
+
+
+def load_signed_in_user(session_token: str) -> Any:
+    """Flask-Login's user loader: the user, with this session's proof for the access rule."""
+    user = service.load_session_user(session_token)
+    if user is not None:
+        access.assume_proof(user, session.get("auth_proof", LEGACY_PROOF))
+    return user
 
 
 def _stay_signed_in() -> None:
@@ -106,7 +121,7 @@ def login() -> Any:
                                       "at": int(time.time()), "next": next_url}
             db.commit()
             return redirect(url_for("auth.second_factor"))
-        _start_session(user, "password")
+        start_session(user, "password", "password")
         return redirect(next_url)
     return render_template("auth/login.html", form=form), 400 if form.errors else 200
 
@@ -124,19 +139,21 @@ def second_factor() -> Any:
         session.clear()
         return redirect(url_for("auth.login"))
     form = SecondFactorForm()
-    if form.validate_on_submit():
+    if not user.totp_enabled and not mfa.remaining_recovery_codes(user):
+        form = None  # a passkey is this account's only second factor
+    if form is not None and form.validate_on_submit():
         try:
             method = service.second_factor(user, form.code.data or "")
         except ServiceError as exc:
             form_error(exc, form)
-            return render_template("auth/second_factor.html", form=form), 401
+            return render_template("auth/second_factor.html", form=form, user=user), 401
         next_url = pending.get("next") or url_for("main.home")
-        _start_session(user, f"password+{method}")
+        start_session(user, f"password+{method}", method)
         if method == "recovery_code":
             flash(f"You used a recovery code; {mfa.remaining_recovery_codes(user)} remain.",
                   "warning")
         return redirect(safe_next(next_url, url_for("main.home")))
-    return render_template("auth/second_factor.html", form=form)
+    return render_template("auth/second_factor.html", form=form, user=user)
 
 
 @bp.post("/logout")
@@ -266,7 +283,7 @@ def account() -> Any:
 @bp.route("/account/2fa", methods=["GET", "POST"])
 @member_required
 def mfa_setup() -> Any:
-    if current_user.mfa_enabled:
+    if current_user.totp_enabled:
         return render_template("auth/mfa_on.html", form=MfaDisableForm(),
                                regen=MfaConfirmForm(),
                                recovery_left=mfa.remaining_recovery_codes(current_user))
@@ -278,13 +295,18 @@ def mfa_setup() -> Any:
         except ServiceError as exc:
             form_error(exc, form)
         else:
+            proof = session.get("auth_proof", LEGACY_PROOF)
             session.clear()
             rotate_session(session)
             _stay_signed_in()  # rotate: new session version, new cookie
             now = int(time.time())
             session["login_at"] = now
             session["seen_at"] = now
+            # the code just given is a second factor; a passkey proof stays one
+            session["auth_proof"] = "passkey" if proof == "passkey" else "totp"
             flash("Two-factor authentication is on.", "success")
+            if not codes:
+                return redirect(url_for("auth.account"))
             return render_template("auth/recovery_codes.html", codes=codes)
     uri = mfa.provisioning_uri(current_user, secret)
     return render_template("auth/mfa_setup.html", form=form, secret=secret,
@@ -329,7 +351,9 @@ def tokens() -> Any:
     new_token = None
     if form.validate_on_submit():
         try:
-            _, new_token = service.create_token(current_user, form.name.data or "")
+            _, new_token = service.create_token(
+                current_user, form.name.data or "",
+                proof=session.get("auth_proof", LEGACY_PROOF))
         except ServiceError as exc:
             form_error(exc, form)
     listed = db.scalars(
@@ -348,3 +372,6 @@ def revoke_token(token_id: int) -> Any:
     service.revoke_token(current_user, token_id)
     flash("Token revoked.", "success")
     return redirect(url_for("auth.tokens"))
+
+
+from app.auth import passkey_views  # noqa: E402,F401  (routes on this blueprint)

@@ -29,6 +29,7 @@ def home() -> Any:
     policy = state.policy()
     readable = access.readable_levels(current_user)
     ceiling = access.effective_clearance(current_user)
+    facts = access.subject_for(current_user)
     rows = []
     for level in policy.levels:
         within = ceiling is not None and policy.rank(level.key) <= policy.rank(ceiling)
@@ -37,7 +38,9 @@ def home() -> Any:
             "within": within,
             "readable": level.key in readable,
             "missing_ndas": access.missing_ndas(current_user, level.key) if within else [],
-            "needs_mfa": within and level.mfa and not current_user.mfa_enabled,
+            "needs_mfa": within and bool(level.mfa) and not (facts and facts.mfa),
+            "needs_passkey": within and level.needs_passkey and bool(facts and facts.mfa)
+            and not facts.passkey,
         })
     latest = latest_for_home(current_user)
     return render_template("main/home.html", rows=rows, owed=owed_ndas(current_user),

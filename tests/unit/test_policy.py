@@ -103,15 +103,16 @@ def test_default_levels_in_order(policy: Policy) -> None:
         ("public", (), False, False),
         ("network", ("network-terms",), False, False),
         ("restricted", ("network-terms", "restricted"), True, False),
-        ("confidential", ("network-terms", "restricted", "confidential"), True, True),
+        ("confidential", ("network-terms", "restricted", "confidential"), "passkey", True),
     ],
 )
 def test_default_level_settings(
-    policy: Policy, key: str, ndas: tuple[str, ...], mfa: bool, compartment: bool
+    policy: Policy, key: str, ndas: tuple[str, ...], mfa: bool | str, compartment: bool
 ) -> None:
     level = policy.level(key)
     assert level.ndas == ndas
-    assert level.mfa is mfa
+    assert level.mfa == mfa and type(level.mfa) is type(mfa)
+    assert level.needs_passkey is (mfa == "passkey")
     assert level.requires_compartment is compartment
     assert re.fullmatch(r"#[0-9a-f]{6}", level.colour)
     assert level.label and level.description
@@ -374,7 +375,7 @@ BAD_CASES: list[tuple[str, Corrupt, list[str]]] = [
     (
         "level bool is a string",
         _level("restricted", "mfa = true", 'mfa = "yes"'),
-        ["policies/levels.toml: levels[2].mfa: must be true or false"],
+        ["policies/levels.toml: levels[2].mfa: must be true, false or \"passkey\""],
     ),
     (
         "level key not a slug",
@@ -431,8 +432,21 @@ BAD_CASES: list[tuple[str, Corrupt, list[str]]] = [
     ),
     (
         "MFA dropped above a level that requires it",
-        _level("confidential", "mfa = true", "mfa = false"),
+        _level("confidential", 'mfa = "passkey"', "mfa = false"),
         ["policies/levels.toml: levels[3].mfa: must be true"],
+    ),
+    (
+        "passkey dropped above a level that requires it",
+        lambda d: (replace_in_level(d, "restricted", "mfa = true", 'mfa = "passkey"'),
+                   replace_in_level(d, "confidential", 'mfa = "passkey"', "mfa = true")),
+        ['policies/levels.toml: levels[3].mfa: must be "passkey": the level below '
+         "('restricted') already requires a passkey"],
+    ),
+    (
+        "mfa is an unknown factor",
+        _level("restricted", "mfa = true", 'mfa = "sms"'),
+        ["policies/levels.toml: levels[2].mfa: must be true, false or \"passkey\" "
+         "(got 'sms')"],
     ),
     (
         "negative attachment cap",

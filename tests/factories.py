@@ -95,7 +95,7 @@ def add_test_passkey(user: User, name: str = "Test key") -> Passkey:
 
 def passkey_ceremony(client: FlaskClient, user: User | None, purpose: str, *,
                      authenticator: Any = None, origin: str | None = None,
-                     next_url: str = "") -> Any:
+                     next_url: str = "", credential: Any = None) -> Any:
     """Sign in (purpose "login") or confirm ("confirm") with the user's software
     authenticator through the real endpoints; returns the verify response."""
     from tests.conftest import csrf_from
@@ -107,7 +107,7 @@ def passkey_ceremony(client: FlaskClient, user: User | None, purpose: str, *,
     options = client.post("/passkeys/options", json={"purpose": purpose},
                           headers={"X-CSRFToken": csrf})
     assert options.status_code == 200, options.text
-    answer = authenticator.get(options.get_json(), origin=origin)
+    answer = authenticator.get(options.get_json(), origin=origin, credential=credential)
     return client.post("/passkeys/verify", json={"purpose": purpose, "credential": answer,
                                                  "next": next_url},
                        headers={"X-CSRFToken": csrf})
@@ -155,7 +155,11 @@ def login(client: FlaskClient, user: User, password: str = PASSWORD, *,
     if second and with_passkey:
         verified = passkey_ceremony(client, user, "login")
         assert verified.status_code == 200, verified.text
-        return verified
+        # the page's script follows the JSON answer's redirect: hand back that redirect,
+        # as the code form answers it
+        from werkzeug.wrappers import Response
+
+        return Response(status=302, headers={"Location": verified.get_json()["redirect"]})
     if user.mfa_enabled and second:
         page = client.get("/login/2fa")
         response = client.post("/login/2fa", data={

@@ -80,6 +80,27 @@ def test_compartment_limits_to_named_orgs_and_author_org(app):
     assert visible_ids(reader_b) == {finding.id}
 
 
+def test_a_passkey_level_needs_a_passkey_proof_not_just_a_passkey(app):
+    """The account's passkey is not enough: the reader's own proof must be one (a phished
+    password and authenticator code do not open a passkey level)."""
+    org = make_org()
+    reader = make_user(org, passkey=True)
+    confidential = make_finding(reader, level="confidential")
+    restricted = make_finding(reader, level="restricted")
+    assert access.can_read(reader, confidential)  # as another user sees them: the account
+    access.assume_proof(reader, "totp")
+    assert access.can_read(reader, restricted) and not access.can_read(reader, confidential)
+    assert access.denial(reader, confidential) is Denial.PASSKEY
+    assert confidential.id not in visible_ids(reader)
+    access.assume_proof(reader, "passkey")
+    assert access.can_read(reader, confidential)
+    assert confidential.id in visible_ids(reader)
+    no_passkey = make_user(org, passkey=False)
+    assert access.denial(no_passkey, confidential) is Denial.PASSKEY
+    no_factor = make_user(org, mfa_on=False, passkey=False)
+    assert access.denial(no_factor, confidential) is Denial.MFA
+
+
 def test_denial_reports_nda_and_mfa_only_to_otherwise_cleared_readers(app):
     org = make_org()
     author = make_user(org)
@@ -105,6 +126,10 @@ user_spec = st.fixed_dictionaries({
     "stale": st.lists(st.sampled_from(["network-terms", "restricted", "confidential"]),
                       unique=True),
     "mfa": st.booleans(),
+    "passkey": st.booleans(),
+    # how this reader proved who they are (None: not the one asking; the account counts)
+    "proof": st.sampled_from([None, "password", "totp", "recovery_code", "passkey",
+                              "operator"]),
     "active": st.booleans(),
 })
 finding_spec = st.fixed_dictionaries({
@@ -125,7 +150,8 @@ def _build_world(spec):
     users = []
     for u in spec["users"]:
         user = make_user(orgs[u["org"]], clearance=u["clearance"], ndas=u["ndas"],
-                         mfa_on=u["mfa"], active=u["active"])
+                         mfa_on=u["mfa"], active=u["active"], passkey=u["passkey"])
+        access.assume_proof(user, u["proof"])
         for key in u["stale"]:
             if key not in u["ndas"]:  # signed an older version only
                 db.add(NdaAcknowledgement(user_id=user.id, nda_key=key, version=0,
@@ -156,11 +182,22 @@ def test_sql_form_agrees_with_python_form(app, spec):
                 policy = state.policy()
                 eff = min(user.clearance, user.org.ceiling, key=policy.rank)
                 level = policy.level(f.level)
+                proof = user.auth_proof
+                totp, has_passkey = user.totp_enabled_at is not None, bool(user.passkeys)
+                if proof is None:
+                    second, phishing_resistant = totp or has_passkey, has_passkey
+                elif proof in ("passkey", "operator"):
+                    second = phishing_resistant = True
+                else:
+                    second = totp and proof in ("totp", "recovery_code")
+                    phishing_resistant = False
+                assert (s.mfa, s.passkey) == (second, phishing_resistant)
                 expected = (
                     s.active and s.org_trusted
                     and policy.rank(f.level) <= policy.rank(eff)
                     and all((k, policy.ndas[k].version) in s.acknowledged for k in level.ndas)
-                    and (s.mfa or not level.mfa)
+                    and (second or not level.mfa)
+                    and (phishing_resistant or level.mfa != "passkey")
                     and (not f.compartmented or user.org_id in f.compartment_org_ids)
                 )
                 assert access.can_read(user, f) == expected

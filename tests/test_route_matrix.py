@@ -75,6 +75,8 @@ PUBLIC_ENDPOINTS: dict[str, str] = {
     "auth.accept_invitation": "invitation link (needs the token)",
     "auth.forgot_password": "password reset request (one answer for every address)",
     "auth.reset_password": "password reset link (needs the token)",
+    "auth.passkey_assertion_options": "passkey sign-in: a challenge (POST only, CSRF-checked)",
+    "auth.passkey_assertion_verify": "passkey sign-in or confirmation (POST only, CSRF-checked)",
     "public.index": "released findings",
     "public.show": "a released finding (unreleased ids 404)",
     "public.download": "a released file (anything else 404)",
@@ -118,6 +120,7 @@ class World:
     users: dict[str, int] = field(default_factory=dict)
     orgs: dict[str, str] = field(default_factory=dict)  # key -> slug
     tokens: dict[str, int] = field(default_factory=dict)  # principal -> token row id
+    passkeys: dict[str, int] = field(default_factory=dict)  # principal -> passkey row id
     plaintext_tokens: dict[str, str] = field(default_factory=dict)
     affiliation: int = 0
     invitation: str = ""
@@ -136,8 +139,8 @@ class World:
 PRINCIPALS = [
     "anonymous", "pending", "suspended", "disabled", "revoked", "outsider",
     "clr_public", "clr_network", "clr_restricted", "insider", "nda_missing",
-    "nda_outdated", "mfa_off", "colleague_reviewer", "author", "reviewer", "east_member",
-    "admin", "admin_network", "org_admin", "flagger",
+    "nda_outdated", "mfa_off", "totp_session", "colleague_reviewer", "author", "reviewer",
+    "east_member", "admin", "admin_network", "org_admin", "flagger",
 ]
 #: What each principal is (printed with the counts, and documentation for readers).
 PRINCIPAL_HELP = {
@@ -154,6 +157,8 @@ PRINCIPAL_HELP = {
     "nda_missing": "cleared confidential, signed only the network terms",
     "nda_outdated": "cleared confidential, acknowledged every NDA at version 0",
     "mfa_off": "cleared confidential, 2FA off (turned off after notifications arrived)",
+    "totp_session": "cleared confidential, holds a passkey but signed in with password and "
+                    "authenticator code (a phished pair); its token was made from that session",
     "colleague_reviewer": "a reviewer in the author's organization",
     "author": "the author of the requests (reviewers are anonymous to her)",
     "reviewer": "an eligible reviewer from another organization (restricted)",
@@ -203,7 +208,8 @@ def build_world(world: World) -> dict[str, User]:
     person("clr_restricted", north, clearance="restricted")
     person("nda_missing", north, ndas=["network-terms"])
     person("nda_outdated", north)
-    person("mfa_off", north)
+    person("mfa_off", north, passkey=False)
+    person("totp_session", north)
     person("colleague_reviewer", north, role="reviewer")
     person("author", north)
     person("admin", north, role="admin")
@@ -396,13 +402,21 @@ def build_world(world: World) -> dict[str, User]:
         world.reset_token = re.search(r"/reset/([A-Za-z0-9_-]+)",
                                       reset_mail.get_content()).group(1)
 
-    # API tokens (before standing changes, so that they exist and must stop working)
+    # API tokens (before standing changes, so that they exist and must stop working), as
+    # `enclave token create` makes them, but the one made from a password+code session
     for key in PRINCIPALS:
         if key in u and key != "pending":
-            token, plaintext = users.create_token(u[key], "matrix")
+            token, plaintext = users.create_token(u[key], "matrix",
+                                                  proof=PROOFS.get(key, "operator"))
             world.tokens[key] = token.id
             world.plaintext_tokens[key] = plaintext
+    world.passkeys.update({key: u[key].passkeys[0].id for key in ("insider",)})
     return u
+
+
+#: How principals other than the default (a passkey) prove who they are: signing in, their
+#: token, and so the facts the oracle computes.
+PROOFS = {"totp_session": "totp", "mfa_off": "totp"}
 
 
 def _degrade(world: World, u: dict[str, User]) -> None:
@@ -448,7 +462,7 @@ def _facts(key: str, world: World, *, signed_in: bool, token_ok: bool) -> Facts:
     if key == "anonymous":
         return facts
     user = db.get(User, world.users[key])
-    access.forget(user)
+    access.assume_proof(user, PROOFS.get(key, "passkey"))
     good = access.in_good_standing(user)
     facts.web_ok = signed_in and good
     facts.api_ok = token_ok and good
@@ -576,6 +590,11 @@ ROUTES: dict[str, R] = {
     "auth.mfa_disable": R(("POST",), form={"password": PASSWORD}),
     "auth.mfa_recovery_codes": R(("POST",), form={"code": "123456"}),
     "auth.tokens": R(("GET", "POST"), form={"name": "new"}),
+    "auth.passkeys": R(("GET",)),
+    "auth.passkey_register_options": R(("POST",), form={}),
+    "auth.passkey_register": R(("POST",), form={}),
+    "auth.passkey_remove": R(("POST",), target="passkey", gate="self", form={}),
+    "auth.confirm": R(("GET", "POST"), form={"password": PASSWORD, "code": "123456"}),
     "auth.revoke_token": R(("POST",), target="token", gate="owner", form={}),
     "ndas.index": R(("GET",)),
     "ndas.show": R(("GET", "POST"), target="nda", form={"signed_name": "Someone",
@@ -646,6 +665,7 @@ ROUTES: dict[str, R] = {
     "admin.user_edit": R(("GET", "POST"), target="user", gate="org_admin",
                          form={"clearance": "public", "role": "member"}),
     "admin.user_active": R(("POST",), target="user", gate="org_admin", form={"active": "0"}),
+    "admin.user_passkeys_reset": R(("POST",), target="user", gate="org_admin", form={}),
     "admin.audit_log": R(("GET",), gate="admin", query=AUDIT_PAGES),
     "orgs.index": R(("GET",), gate="admin"),
     "orgs.create": R(("POST",), gate="admin",
@@ -728,6 +748,8 @@ PUBLIC_ROUTES: dict[str, R] = {
     "auth.reset_password": R(("GET", "POST"), target="reset", gate="public",
                              form={"password": "harbour-violet-tundra-anchor",
                                    "confirm": "harbour-violet-tundra-anchor"}),
+    "auth.passkey_assertion_options": R(("POST",), gate="public"),
+    "auth.passkey_assertion_verify": R(("POST",), gate="public"),
     "public.index": R(("GET",), gate="public"),
     "public.show": R(("GET",), target="public_item", gate="read"),
     "public.download": R(("GET",), target="public_file", gate="read"),
@@ -788,6 +810,8 @@ def _targets(kind: str, rule: Rule, world: World) -> list[Target]:
         return [Target({"user_id": world.users["insider"]}, "insider")]
     if kind == "token":
         return [Target({"token_id": world.tokens["insider"]}, "insider")]
+    if kind == "passkey":
+        return [Target({"passkey_id": world.passkeys["insider"]}, "insider")]
     if kind == "affiliation":
         return [Target({"id" if "id" in args else "affiliation_id": world.affiliation})]
     if kind == "invitation":
@@ -822,6 +846,8 @@ def entitled(facts: Facts, spec: R, target: Target, api: bool) -> bool:
         return facts.admin
     if gate == "owner":
         return facts.admin or facts.user_key == target.key
+    if gate == "self":
+        return facts.user_key == target.key
     reads = _reads(facts, spec.target, target)
     if gate == "read":
         return reads
@@ -874,8 +900,9 @@ class Matrix:
         return self.snapshot
 
 
-def _sign_in(client: FlaskClient, user: User) -> bool:
-    response = login(client, user)
+def _sign_in(client: FlaskClient, user: User, key: str) -> bool:
+    response = login(client, user, with_passkey=PROOFS.get(key, "passkey") == "passkey"
+                     and user.has_passkeys)
     return response.status_code == 302 and "/login" not in response.location
 
 
@@ -904,7 +931,7 @@ def matrix(migrated: str, instance_dir: Path) -> Iterator[Matrix]:
             signed_in[key] = False
             if key in u and key not in ("revoked", "pending"):
                 # revoked: a token principal; pending: sign-in is refused (tried anyway)
-                signed_in[key] = _sign_in(client, u[key])
+                signed_in[key] = _sign_in(client, u[key], key)
         login(clients["pending"], u["pending"])
         _degrade(world, u)
         db.remove()
@@ -999,9 +1026,9 @@ def _refusal_problem(response: Any, api: bool, p: Principal, spec: R, target: Ta
             return ""
         if status == 403:
             code = (response.get_json(silent=True) or {}).get("error", {}).get("code")
-            if code in ("nda_required", "mfa_required"):
+            if code in ("nda_required", "mfa_required", "passkey_required"):
                 denial = p.facts.denial.get(target.finding)
-                ok = denial in (access.Denial.NDA, access.Denial.MFA)
+                ok = denial in (access.Denial.NDA, access.Denial.MFA, access.Denial.PASSKEY)
                 return "" if ok else f"403 {code} to someone not cleared for it"
             if code == "forbidden" and spec.gate in ("admin", "reviewer", "org_admin"):
                 return ""
@@ -1012,17 +1039,17 @@ def _refusal_problem(response: Any, api: bool, p: Principal, spec: R, target: Ta
     if status == 403 and spec.json_answers:  # the upload XHR answers like the API
         code = (response.get_json(silent=True) or {}).get("error", {}).get("code")
         denial = p.facts.denial.get(target.finding)
-        if code in ("nda_required", "mfa_required") and denial in (access.Denial.NDA,
-                                                                     access.Denial.MFA):
+        if code in ("nda_required", "mfa_required", "passkey_required") and denial in (
+                access.Denial.NDA, access.Denial.MFA, access.Denial.PASSKEY):
             return ""
         return f"403 {code}"
     if status == 302:
         path = urlsplit(response.location).path
         if path == "/login":
             return "" if not p.facts.web_ok else "sent a signed-in member to sign in"
-        if path.startswith(("/ndas", "/account/2fa")):
+        if path.startswith(("/ndas", "/account/2fa", "/account/confirm", "/account/passkeys")):
             denial = p.facts.denial.get(target.finding)
-            ok = denial in (access.Denial.NDA, access.Denial.MFA)
+            ok = denial in (access.Denial.NDA, access.Denial.MFA, access.Denial.PASSKEY)
             return "" if ok else f"redirect to {path} for someone not cleared for it"
         return f"redirect to {path}"
     return f"status {status}"

@@ -14,6 +14,7 @@ from app import audit, state
 from app.auth import service as users
 from app.auth.forms import EmptyForm, InviteForm, UserEditForm
 from app.auth.models import Invitation, Role, User
+from app.auth.passkeys import remove_all_passkeys
 from app.db import db, utcnow
 from app.errors import NotFound, ServiceError
 from app.orgs.models import Organization
@@ -147,6 +148,24 @@ def user_active(user_id: int) -> Any:
     else:
         flash(f"{user.email} {'enabled' if activate else 'disabled'}; their sessions ended.",
               "success")
+    return redirect(url_for("admin.user_edit", user_id=user.id))
+
+
+@bp.post("/users/<int:user_id>/passkeys/reset")
+@role_required(Role.ORG_ADMIN)
+def user_passkeys_reset(user_id: int) -> Any:
+    """A member lost every passkey: remove them all (their sessions end); they add new
+    ones after signing in with their password and another factor."""
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    user = _managed_user(user_id)
+    try:
+        removed = remove_all_passkeys(current_user, user)
+    except ServiceError as exc:
+        flash(exc.message, "error")
+    else:
+        flash(f"Removed {removed} passkey{'s' if removed != 1 else ''} of {user.email}; "
+              "their sessions ended.", "success")
     return redirect(url_for("admin.user_edit", user_id=user.id))
 
 

@@ -138,16 +138,14 @@ def json_response(body: dict[str, Any], status: int = 200) -> Response:
 def passkey_remove(passkey_id: int) -> Any:
     if not EmptyForm().validate_on_submit():
         abort(400)
+    user = current_user._get_current_object()
+    if not any(p.id == passkey_id for p in user.passkeys):
+        abort(404)  # someone else's or none: the same answer, before anything else
     if not may_remove_passkey():
         flash("Confirm with a passkey first: removing one needs a fresh passkey proof.",
               "warning")
         return redirect(url_for("auth.confirm", next=url_for("auth.passkeys")))
-    try:
-        removed = passkey_service.remove_passkey(current_user._get_current_object(), passkey_id)
-    except ServiceError as exc:
-        if exc.status == 404:
-            abort(404)
-        raise
+    removed = passkey_service.remove_passkey(user, passkey_id)
     flash(f"Passkey “{removed.name}” removed.", "success")
     return redirect(url_for("auth.passkeys"))
 
@@ -236,7 +234,11 @@ def passkey_assertion_verify() -> Any:
         db.commit()
         raise service.LoginRefused(problem)
     pending = session.get("pending_2fa") or {}
-    method = "password+passkey" if pending.get("uid") == user.id else "passkey"
+    method = (pending.get("method", "password") + "+passkey"
+              if pending.get("uid") == user.id else "passkey")
     next_url = pending.get("next") if method != "passkey" else next_raw
+    sso_key = pending.get("sso_session") if method != "passkey" else None
     start_session(user, method, "passkey")
+    if sso_key:
+        session["sso_session"] = sso_key
     return json_response({"redirect": safe_next(next_url, url_for("main.home"))})

@@ -84,8 +84,9 @@ LEGACY_PROOF = "totp"
 def load_signed_in_user(session_token: str) -> Any:
     """Flask-Login's user loader: the user, with this session's proof for the access rule."""
     user = service.load_session_user(session_token)
-    if user is not None:
-        access.assume_proof(user, session.get("auth_proof", LEGACY_PROOF))
+    if user is None:
+        return None
+    access.assume_proof(user, session.get("auth_proof", LEGACY_PROOF))
     return user
 
 
@@ -148,7 +149,10 @@ def second_factor() -> Any:
             form_error(exc, form)
             return render_template("auth/second_factor.html", form=form, user=user), 401
         next_url = pending.get("next") or url_for("main.home")
-        start_session(user, f"password+{method}", method)
+        sso_key = pending.get("sso_session")
+        start_session(user, f"{pending.get('method', 'password')}+{method}", method)
+        if sso_key:
+            session["sso_session"] = sso_key
         if method == "recovery_code":
             flash(f"You used a recovery code; {mfa.remaining_recovery_codes(user)} remain.",
                   "warning")

@@ -52,10 +52,9 @@ class Subject:
     passkey: bool = False
 
 
-#: Proofs (``auth_proof``) that count as a second factor / as a phishing-resistant one.
-#: "operator": a token made on the command line by whoever runs the server.
-SECOND_FACTOR_PROOFS = frozenset({"totp", "recovery_code", "passkey", "operator"})
-PASSKEY_PROOFS = frozenset({"passkey", "operator"})
+#: Proofs (``auth_proof``) that count as a second factor. "operator" (a token made on the
+#: command line by whoever runs the server) counts what the account has, like no proof.
+SECOND_FACTOR_PROOFS = frozenset({"totp", "recovery_code", "passkey"})
 
 
 class Denial(enum.Enum):
@@ -103,10 +102,12 @@ def _factors(user: Any) -> tuple[bool, bool]:
     """(second factor, phishing-resistant factor) of this reader (module docstring)."""
     totp = user.totp_enabled_at is not None
     proof = getattr(user, "auth_proof", None)
-    if proof is None:  # not the one making the request: what the account has
+    if proof is None or proof == "operator":
+        # not the one making the request, or a token the operator made on the command
+        # line: what the account has
         has_passkey = user.has_passkeys
         return totp or has_passkey, has_passkey
-    if proof in PASSKEY_PROOFS:
+    if proof == "passkey":
         return True, True
     return proof in SECOND_FACTOR_PROOFS and totp, False
 

@@ -140,6 +140,8 @@ def _register_blueprints(app: Flask) -> None:
     from app.orgs.views import bp as orgs_bp
     from app.publish.views import bp as public_bp
     from app.review.views import bp as review_bp
+    from app.scim.views import bp as scim_bp
+    from app.sso.views import bp as sso_bp
 
     app.register_blueprint(main_bp)
     app.register_blueprint(ops_bp)
@@ -153,6 +155,8 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(attachments_bp)
     app.register_blueprint(review_bp)
     app.register_blueprint(public_bp)
+    app.register_blueprint(sso_bp)
+    app.register_blueprint(scim_bp)
     app.register_blueprint(api_bp)
     csrf.exempt(api_bp)  # bearer tokens only; cookie sessions are not accepted there
 

@@ -142,6 +142,67 @@ def org_ceiling(slug: str, level: str) -> None:
     click.echo(f"{org.slug} ceiling is {org.ceiling}")
 
 
+@org_group.command("sso")
+@click.argument("slug")
+@click.option("--issuer", required=True, help="The provider's issuer URL (https).")
+@click.option("--client-id", required=True)
+@click.option("--client-secret-stdin", is_flag=True,
+              help="Read the client secret from standard input (never an argument).")
+@click.option("--no-passwords", is_flag=True,
+              help="Members sign in only through the provider.")
+@click.option("--group-clearance", "group_clearances", multiple=True, metavar="GROUP=LEVEL",
+              help="Clearance follows this provider group (repeatable).")
+@click.option("--allow-group", "allow_groups", multiple=True, metavar="GROUP",
+              help="Admit members of this group without an invitation (repeatable).")
+@click.option("--remove", is_flag=True, help="Turn single sign-on off for SLUG.")
+@service_command
+def org_sso(slug: str, issuer: str, client_id: str, client_secret_stdin: bool,
+            no_passwords: bool, group_clearances: tuple[str, ...],
+            allow_groups: tuple[str, ...], remove: bool) -> None:
+    """Set SLUG's OpenID provider (single sign-on)."""
+    from app.orgs import service
+    from app.sso import service as sso
+
+    org = service.get_org(slug)
+    if remove:
+        sso.remove(None, org)
+        click.echo(f"{org.slug}: single sign-on removed; members sign in with passwords")
+        return
+    secret = sys.stdin.read().strip() if client_secret_stdin else None
+    if client_secret_stdin and not secret:
+        fail("no client secret on standard input")
+    mapping = {}
+    for item in group_clearances:
+        group, sep, level = item.rpartition("=")
+        if not sep or not group:
+            fail(f"--group-clearance takes GROUP=LEVEL (got {item!r})")
+        mapping[group] = level
+    config = sso.configure(None, org, issuer=issuer, client_id=client_id,
+                           client_secret_value=secret, passwords_allowed=not no_passwords,
+                           clearances=mapping if group_clearances else None,
+                           allow_groups=list(allow_groups) if allow_groups else None)
+    click.echo(f"{org.slug}: single sign-on through {config.issuer} "
+               f"(passwords {'allowed' if config.passwords_allowed else 'off'}); "
+               f"register the redirect URI {sso.redirect_uri()} and the back-channel "
+               f"logout URI {sso.backchannel_uri()}")
+
+
+@org_group.command("scim-token")
+@click.argument("slug")
+@service_command
+def org_scim_token(slug: str) -> None:
+    """Print a new SCIM bearer token for SLUG, alone on the last line (shown once; the
+    organization's earlier token stops working)."""
+    from app.orgs import service
+    from app.scim.service import new_token
+
+    org = service.get_org(slug)
+    plaintext = new_token(org)
+    click.echo(f"SCIM token for {org.slug} (base URL <site>/scim/v2/{org.slug}); "
+               "earlier tokens are revoked; it is shown once:")
+    click.echo(plaintext)
+
+
 @org_group.command("list")
 @service_command
 def org_list() -> None:
@@ -230,6 +291,24 @@ def user_enable(email: str) -> None:
     user = _get_user(email)
     service.set_active(None, user, True)
     click.echo(f"{user.email} enabled")
+
+
+@user_group.command("openpgp-key")
+@click.argument("email")
+@click.argument("file", type=click.File("r"))
+@service_command
+def user_openpgp_key(email: str, file: Any) -> None:
+    """Store EMAIL's OpenPGP public key from FILE ("-": standard input; an empty file
+    removes it)."""
+    from app.notifications import openpgp
+
+    user = _get_user(email)
+    info = openpgp.set_key("cli", user, file.read())
+    if info is None:
+        click.echo(f"{user.email}: OpenPGP key removed")
+    else:
+        expires = f"expires {info.expires_at:%Y-%m-%d}" if info.expires_at else "no expiry"
+        click.echo(f"{user.email}: OpenPGP key {info.fingerprint} ({expires})")
 
 
 # ------------------------------------------------------------------ tokens, audit

@@ -32,6 +32,8 @@ from app.review.models import (
     ReviewEvent,
     ReviewRequest,
 )
+from app.scim.models import ScimToken
+from app.sso.models import OrgSso, SsoSession
 from app.submissions.models import FormSubmission
 
 __all__ = [
@@ -40,4 +42,5 @@ __all__ = [
     "Organization", "Passkey", "PasswordReset", "RecoveryCode", "Reply", "User", "Watch",
     "ConflictDeclaration", "Escalation", "Flag", "OrgAffiliation", "RequestAttachment",
     "Review", "ReviewComment", "ReviewEvent", "ReviewRequest", "FormSubmission",
+    "OrgSso", "ScimToken", "SsoSession",
 ]

@@ -153,15 +153,20 @@ def test_list_and_count_follow_access_changes(client, app, api_token, outbox):
     assert len(notes_for(eve)) == created
 
 
-def test_email_carries_text_only_below_two_factor_levels(app, outbox):
+def test_email_carries_no_finding_text_above_public_without_a_key(app, outbox):
+    """The network NDA's "no third-party services": without an OpenPGP key, no title or
+    excerpt of a non-public finding goes out in the clear (tests/test_openpgp.py: with
+    one, they go encrypted)."""
     w = build_world()
     carol, omar = w.users["carol"], w.users["omar"]
     reply(omar, w.findings["net"], "network reply text")
     reply(omar, w.findings["res"], "restricted reply text")
     by_subject = {m["Subject"]: m for m in mails(outbox) if m["To"].addresses[0].username
                   == "carol"}
-    net_mail = next(m for s, m in by_subject.items() if "Open network note" in s)
-    assert "network reply text" in net_mail.get_content()
+    net_mail = next(m for s, m in by_subject.items() if "Network" in s)
+    assert "Open network note" not in net_mail["Subject"] + net_mail.get_content()
+    assert "network reply text" not in net_mail.get_content()
+    assert "OpenPGP key" in net_mail.get_content()
     res_mail = next(m for s, m in by_subject.items() if "Restricted" in s)
     content = res_mail.get_content()
     assert "Restricted note" not in content + res_mail["Subject"]

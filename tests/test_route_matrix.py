@@ -77,6 +77,9 @@ PUBLIC_ENDPOINTS: dict[str, str] = {
     "auth.reset_password": "password reset link (needs the token)",
     "auth.passkey_assertion_options": "passkey sign-in: a challenge (POST only, CSRF-checked)",
     "auth.passkey_assertion_verify": "passkey sign-in or confirmation (POST only, CSRF-checked)",
+    "sso.start": "single sign-on: to the organization's provider (POST only, CSRF-checked)",
+    "sso.callback": "single sign-on: the provider's answer (needs this browser's flow)",
+    "sso.backchannel_logout": "the provider's signed logout token (POST only)",
     "public.index": "released findings",
     "public.show": "a released finding (unreleased ids 404)",
     "public.download": "a released file (anything else 404)",
@@ -595,6 +598,7 @@ ROUTES: dict[str, R] = {
     "auth.passkey_register": R(("POST",), form={}),
     "auth.passkey_remove": R(("POST",), target="passkey", gate="self", form={}),
     "auth.confirm": R(("GET", "POST"), form={"password": PASSWORD, "code": "123456"}),
+    "auth.openpgp_key": R(("POST",), form={"key": ""}),
     "auth.revoke_token": R(("POST",), target="token", gate="owner", form={}),
     "ndas.index": R(("GET",)),
     "ndas.show": R(("GET", "POST"), target="nda", form={"signed_name": "Someone",
@@ -666,6 +670,9 @@ ROUTES: dict[str, R] = {
                          form={"clearance": "public", "role": "member"}),
     "admin.user_active": R(("POST",), target="user", gate="org_admin", form={"active": "0"}),
     "admin.user_passkeys_reset": R(("POST",), target="user", gate="org_admin", form={}),
+    "sso.settings": R(("GET", "POST"), target="org", gate="admin",
+                      form={"issuer": "https://idp.example.org", "client_id": "taken",
+                            "client_secret": "over"}),
     "admin.audit_log": R(("GET",), gate="admin", query=AUDIT_PAGES),
     "orgs.index": R(("GET",), gate="admin"),
     "orgs.create": R(("POST",), gate="admin",
@@ -681,6 +688,12 @@ ROUTES: dict[str, R] = {
                                form={"name": "Renamed", "description": ""}),
     # ---- API (bearer token)
     "api.me": R(("GET",)),
+    "api.my_passkeys": R(("GET",)),
+    "api.my_openpgp_key": R(("PUT",), json={"key": ""}),
+    "api.org_sso_get": R(("GET",), target="org", gate="admin"),
+    "api.org_sso_put": R(("PUT",), target="org", gate="admin",
+                         json={"issuer": "https://idp.example.org", "client_id": "taken",
+                               "client_secret": "over"}),
     "api.levels": R(("GET",)),
     "api.nda_list": R(("GET",)),
     "api.nda_acknowledge": R(("POST",), target="nda", json={"signed_name": "Someone"}),
@@ -731,6 +744,19 @@ ROUTES: dict[str, R] = {
     "api.admin_org_update": R(("PATCH",), target="org", gate="admin",
                               json={"status": "suspended"}),
     "api.admin_audit": R(("GET",), gate="admin", query=AUDIT_PAGES),
+    # ---- SCIM (one organization's bearer token; no principal here holds one: every
+    # cookie and API token is refused with 401; tests/test_scim.py drives it with one)
+    "scim.service_provider_config": R(("GET",), target="scim", gate="scim"),
+    "scim.resource_types": R(("GET",), target="scim", gate="scim"),
+    "scim.schemas": R(("GET",), target="scim", gate="scim"),
+    "scim.user_list": R(("GET",), target="scim", gate="scim"),
+    "scim.user_create": R(("POST",), target="scim", gate="scim",
+                          json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                                "userName": "x@north.example"}),
+    "scim.user_get": R(("GET",), target="scim_user", gate="scim"),
+    "scim.user_replace": R(("PUT",), target="scim_user", gate="scim", json={}),
+    "scim.user_patch": R(("PATCH",), target="scim_user", gate="scim", json={}),
+    "scim.user_delete": R(("DELETE",), target="scim_user", gate="scim"),
 }
 
 #: The public routes, with the ids they are tried with (canaries only; no gate).
@@ -750,6 +776,9 @@ PUBLIC_ROUTES: dict[str, R] = {
                                    "confirm": "harbour-violet-tundra-anchor"}),
     "auth.passkey_assertion_options": R(("POST",), gate="public"),
     "auth.passkey_assertion_verify": R(("POST",), gate="public"),
+    "sso.start": R(("POST",), gate="public"),
+    "sso.callback": R(("GET",), gate="public"),
+    "sso.backchannel_logout": R(("POST",), gate="public"),
     "public.index": R(("GET",), gate="public"),
     "public.show": R(("GET",), target="public_item", gate="read"),
     "public.download": R(("GET",), target="public_file", gate="read"),
@@ -810,6 +839,10 @@ def _targets(kind: str, rule: Rule, world: World) -> list[Target]:
         return [Target({"user_id": world.users["insider"]}, "insider")]
     if kind == "token":
         return [Target({"token_id": world.tokens["insider"]}, "insider")]
+    if kind == "scim":
+        return [Target({"org": "north"})]
+    if kind == "scim_user":
+        return [Target({"org": "north", "user_id": world.users["insider"]}, "insider")]
     if kind == "passkey":
         return [Target({"passkey_id": world.passkeys["insider"]}, "insider")]
     if kind == "affiliation":
@@ -834,6 +867,8 @@ def entitled(facts: Facts, spec: R, target: Target, api: bool) -> bool:
         return target.key in RELEASED
     if gate == "public":
         return True
+    if gate == "scim":
+        return False  # an organization's SCIM token, which no principal holds
     if not (facts.api_ok if api else facts.web_ok):
         return False
     if gate == "member":
@@ -1019,6 +1054,8 @@ def _protected(p: Principal, endpoint: str, world: World) -> list[str]:
 def _refusal_problem(response: Any, api: bool, p: Principal, spec: R, target: Target) -> str:
     """'' when the response is a proper refusal for this principal."""
     status = response.status_code
+    if spec.gate == "scim":
+        return "" if status == 401 else f"status {status}"
     if api:
         if status == 401:
             return "" if not p.facts.api_ok else "401 for a valid token"

@@ -37,6 +37,7 @@ def me() -> Any:
         "effective_clearance": access.effective_clearance(user),
         "mfa_enabled": user.mfa_enabled,
         "passkeys": len(user.passkeys),
+        "openpgp_fingerprint": user.openpgp_fingerprint,
         "token_proof": user.auth_proof,
         "readable_levels": [k for k in state.policy().level_keys()
                             if k in access.readable_levels(user)],

@@ -41,9 +41,10 @@ SCHEMAS: dict[str, Any] = {
             "passkeys": {"type": "integer", "description": "passkeys on the account"},
             "token_proof": {"type": ["string", "null"],
                             "description": "how this token's maker proved who they were "
-                                           "(passkey, totp, password, operator): a level "
-                                           "that needs a passkey opens only to passkey "
-                                           "and operator tokens"},
+                                           "(passkey, totp, password, or operator: made on "
+                                           "the command line, judged by the account's "
+                                           "factors); a level that needs a passkey opens "
+                                           "only to passkey and operator tokens"},
             "readable_levels": {"type": "array", "items": {"type": "string"}},
             "ndas_to_acknowledge": {"type": "array", "items": {"type": "object"}},
         },
@@ -155,6 +156,40 @@ def operation(method: str, path: str, summary: str, *, response: dict[str, Any] 
 
 operation("get", "/me", "The caller, their organization, clearance and open NDAs",
           response=ref("Me"))
+operation("get", "/me/passkeys", "The caller's passkeys (added and removed in the browser)",
+          response={"type": "object", "required": ["items"], "properties": {"items": {
+              "type": "array", "items": {"type": "object", "required": ["id", "name"],
+                                         "properties": {"id": {"type": "integer"},
+                                                        "name": {"type": "string"}}}}}},
+          errors=("401",))
+operation("put", "/me/openpgp-key",
+          "Set the caller's OpenPGP public key (an empty key removes it): notifications then "
+          "carry finding text encrypted to it", body={
+              "type": "object", "properties": {"key": {"type": "string"}}},
+          response={"type": "object", "required": ["fingerprint"], "properties": {
+              "fingerprint": {"type": ["string", "null"]},
+              "expires_at": {"type": ["string", "null"]}}},
+          errors=("400", "401"))
+_SSO = {"type": "object", "required": ["configured", "redirect_uri"], "properties": {
+    "configured": {"type": "boolean"}, "issuer": {"type": "string"},
+    "client_id": {"type": "string"}, "passwords_allowed": {"type": "boolean"},
+    "group_clearances": {"type": "object", "additionalProperties": {"type": "string"}},
+    "allowed_groups": {"type": "array", "items": {"type": "string"}},
+    "redirect_uri": {"type": "string"}, "backchannel_logout_uri": {"type": "string"}}}
+operation("get", "/admin/orgs/{slug}/sso",
+          "An organization's OpenID provider (admins; the organization's own admin)",
+          response=_SSO, errors=("401", "404"))
+operation("put", "/admin/orgs/{slug}/sso",
+          "Set an organization's OpenID provider: the secret is write-only; admission "
+          "rules (allowed_groups) are for admins; group_clearances never above what the "
+          "caller may grant", response=_SSO,
+          body={"type": "object", "required": ["issuer", "client_id"], "properties": {
+              "issuer": {"type": "string"}, "client_id": {"type": "string"},
+              "client_secret": {"type": "string"}, "passwords_allowed": {"type": "boolean"},
+              "group_clearances": {"type": "object",
+                                   "additionalProperties": {"type": "string"}},
+              "allowed_groups": {"type": "array", "items": {"type": "string"}}}},
+          errors=("400", "401", "403", "404"))
 operation("get", "/levels", "The security levels from policy, lowest first",
           response={"type": "object", "properties": {"items": {"type": "array",
                                                                 "items": ref("Level")}}})

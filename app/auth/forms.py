@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, SelectField, StringField
+from wtforms import EmailField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from app.submissions.forms import OnceForm
@@ -52,6 +52,11 @@ class MfaDisableForm(FlaskForm):
 class ConfirmForm(FlaskForm):
     password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
     code = StringField("Code from your authenticator app", validators=[Length(max=12)])
+
+
+class OpenPgpKeyForm(FlaskForm):
+    key = TextAreaField("Your OpenPGP public key (ASCII-armored)",
+                        validators=[Length(max=100_000)])
 
 
 class TokenForm(FlaskForm):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, utcnow
@@ -39,6 +39,16 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
     password_changed_at: Mapped[datetime | None]
+    #: the ``sub`` of this person at their organization's OpenID provider, once linked
+    sso_subject: Mapped[str | None] = mapped_column(String(255), index=True)
+    #: SCIM: the provider's id for this person; when SCIM deactivated or deleted the account
+    scim_external_id: Mapped[str | None] = mapped_column(String(255))
+    scim_deactivated_at: Mapped[datetime | None]
+    scim_deleted_at: Mapped[datetime | None]
+    #: the member's OpenPGP public key (notifications carry finding text encrypted to it)
+    openpgp_key: Mapped[str | None] = mapped_column(Text)
+    openpgp_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    openpgp_expires_at: Mapped[datetime | None]
 
     org: Mapped[Organization] = relationship(lazy="joined")
     # loaded when first read (sign-in, the account pages, the access rule of another user)

@@ -236,6 +236,11 @@ def passkey_assertion_verify() -> Any:
     pending = session.get("pending_2fa") or {}
     method = (pending.get("method", "password") + "+passkey"
               if pending.get("uid") == user.id else "passkey")
+    if method == "passkey" and service.sso_only_problem(user):
+        audit.record("login_refused", actor=user, target_type="user", target_id=user.id,
+                     reason="organization signs in through its provider", method="passkey")
+        db.commit()
+        raise service.LoginRefused(service.SSO_ONLY)
     next_url = pending.get("next") if method != "passkey" else next_raw
     sso_key = pending.get("sso_session") if method != "passkey" else None
     start_session(user, method, "passkey")

@@ -66,6 +66,18 @@ def _standing_problem(user: User) -> str | None:
     return None
 
 
+SSO_ONLY = ("Your organization signs in through its own identity provider: use "
+            "“Sign in with your organization”.")
+
+
+def sso_only_problem(user: User) -> str | None:
+    """Why ``user`` may not sign in without their organization's provider (a password or
+    a passkey alone), if their organization turned passwords off."""
+    from app.sso.service import passwords_allowed
+
+    return None if passwords_allowed(user) else SSO_ONLY
+
+
 def standing_problem(user: User) -> str | None:
     """Why ``user`` may not sign in now (disabled, organization not trusted), or None."""
     return _standing_problem(user)
@@ -82,7 +94,7 @@ def authenticate(email: str, password: str) -> User:
                      target_id=user.id if user else "")
         db.commit()
         raise LoginRefused("Wrong e-mail or password.")
-    problem = _standing_problem(user)
+    problem = _standing_problem(user) or sso_only_problem(user)
     if problem:
         audit.record("login_refused", actor=user, target_type="user", target_id=user.id,
                      reason=problem)
@@ -427,6 +439,15 @@ def invite(actor: User | None, org: Organization, email: str, clearance: str,
 def find_invitation(token: str) -> Invitation:
     """The open invitation for ``token``; NotFound with a reason otherwise."""
     invitation = db.scalar(select(Invitation).where(Invitation.token_hash == sha256_hex(token)))
+    return _open_invitation(invitation)
+
+
+def find_invitation_by_id(invitation_id: int) -> Invitation:
+    """The open invitation ``invitation_id`` (single sign-on admits its addressee)."""
+    return _open_invitation(db.get(Invitation, invitation_id))
+
+
+def _open_invitation(invitation: Invitation | None) -> Invitation:
     if invitation is None or invitation.revoked_at is not None:
         raise NotFound("This invitation link is not valid.")
     if invitation.used_at is not None:
@@ -485,6 +506,19 @@ def accept_invitation(token: str, *, username: str, display_name: str, password:
                  invitation=invitation.id)
     db.commit()
     return user
+
+
+def free_username(base: str) -> str:
+    """A valid username not yet taken, made from ``base`` (an e-mail's local part)."""
+    stem = re.sub(r"[^a-z0-9_.-]", "", base.lower()).strip("._-")[:34] or "member"
+    if len(stem) < 3:
+        stem = (stem + "member")[:8]
+    candidate, n = stem, 1
+    while (not USERNAME_RE.match(candidate)
+           or db.scalar(select(User.id).where(User.username == candidate))):
+        n += 1
+        candidate = f"{stem}{n}"
+    return candidate
 
 
 def create_user(*, email: str, org: Organization, clearance: str, role: str,
@@ -568,7 +602,10 @@ def set_role(actor: User | None, user: User, role: str) -> None:
     update_user(actor, user, role=role)
 
 
-def set_active(actor: User | None, user: User, active: bool) -> None:
+def set_active(actor: User | None, user: User, active: bool, *, by: str | None = None) -> None:
+    """Enable or disable ``user``; disabling ends every session and API token at once.
+    ``by`` names a non-person actor (``scim:<org>``); ``actor`` None with no ``by`` is the
+    command line. An administrator's enabling also hands the account back from SCIM."""
     if actor is not None:
         if actor.id == user.id:
             raise Forbidden("You cannot disable your own account.")
@@ -580,7 +617,10 @@ def set_active(actor: User | None, user: User, active: bool) -> None:
         for token in db.scalars(select(ApiToken).where(ApiToken.user_id == user.id,
                                                        ApiToken.revoked_at.is_(None))):
             token.revoked_at = utcnow()
-    audit.record("user_enabled" if active else "user_disabled", actor=actor or "cli",
+    elif by is None:
+        user.scim_deactivated_at = None
+        user.scim_deleted_at = None
+    audit.record("user_enabled" if active else "user_disabled", actor=actor or by or "cli",
                  target_type="user", target_id=user.id, email=user.email)
     db.commit()
 

@@ -28,6 +28,7 @@ from app.auth.forms import (
     LoginForm,
     MfaConfirmForm,
     MfaDisableForm,
+    OpenPgpKeyForm,
     ResetPasswordForm,
     SecondFactorForm,
     TokenForm,
@@ -36,6 +37,7 @@ from app.auth.models import ApiToken
 from app.db import db
 from app.errors import ServiceError
 from app.extensions import limiter
+from app.notifications import openpgp
 from app.sessions import rotate as rotate_session
 from app.sessions import sessions_available
 from app.web import form_error, member_required, safe_next
@@ -86,6 +88,12 @@ def load_signed_in_user(session_token: str) -> Any:
     user = service.load_session_user(session_token)
     if user is None:
         return None
+    sso_key = session.get("sso_session")
+    if sso_key:
+        from app.sso.service import session_ended
+
+        if session_ended(sso_key):  # the provider's back-channel logout named it
+            return None
     access.assume_proof(user, session.get("auth_proof", LEGACY_PROOF))
     return user
 
@@ -281,7 +289,27 @@ def account() -> Any:
             return redirect(url_for("auth.account"))
     return render_template("auth/account.html", form=form,
                            recovery_left=mfa.remaining_recovery_codes(current_user),
-                           empty=EmptyForm()), 400 if form.errors else 200
+                           empty=EmptyForm(), pgp_form=OpenPgpKeyForm(),
+                           pgp_warning=openpgp.expiry_warning(current_user)), \
+        400 if form.errors else 200
+
+
+@bp.post("/account/openpgp-key")
+@member_required
+def openpgp_key() -> Any:
+    """Set (or, with the remove button, clear) the member's OpenPGP public key."""
+    form = OpenPgpKeyForm()
+    if not form.validate_on_submit():
+        abort(400)
+    armored = "" if request.form.get("remove") else (form.key.data or "")
+    try:
+        info = openpgp.set_key(current_user, current_user, armored)
+    except ServiceError as exc:
+        flash(exc.message, "error")
+        return redirect(url_for("auth.account", _anchor="pgp-h"))
+    flash(f"OpenPGP key {info.fingerprint} saved: notifications now carry finding text "
+          "encrypted to it." if info else "OpenPGP key removed.", "success")
+    return redirect(url_for("auth.account", _anchor="pgp-h"))
 
 
 @bp.route("/account/2fa", methods=["GET", "POST"])

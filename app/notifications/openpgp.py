@@ -56,6 +56,9 @@ def inspect(armored: str) -> KeyInfo:
         raise ServiceError("Paste an OpenPGP public key (ASCII-armored).", field="key")
     if len(armored) > MAX_KEY_CHARS:
         raise ServiceError("That key is too large.", field="key")
+    if not armored.isascii():
+        raise ServiceError("An ASCII-armored key has only ASCII characters "
+                           "(gpg --armor --export).", field="key")
     if "PRIVATE KEY" in armored:
         raise ServiceError("That is a private key. Give only your public key (and treat the "
                            "private one as exposed if you pasted it elsewhere).", field="key")

@@ -42,15 +42,13 @@ def upgrade() -> None:
     with op.batch_alter_table('passkeys', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_passkeys_user_id'), ['user_id'], unique=False)
 
-    with op.batch_alter_table('api_tokens', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('proof', sa.String(length=16), server_default='password', nullable=False))
+    op.add_column('api_tokens', sa.Column('proof', sa.String(length=16), server_default='password', nullable=False))
     op.execute("UPDATE api_tokens SET proof = 'totp'")
 
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('api_tokens', schema=None) as batch_op:
-        batch_op.drop_column('proof')
+    op.execute("ALTER TABLE api_tokens DROP COLUMN proof")
 
     with op.batch_alter_table('passkeys', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_passkeys_user_id'))

@@ -54,16 +54,16 @@ def upgrade() -> None:
         batch_op.create_index('ix_sso_sessions_org_sid', ['org_id', 'sid'], unique=False)
         batch_op.create_index(batch_op.f('ix_sso_sessions_user_id'), ['user_id'], unique=False)
 
-    with op.batch_alter_table('users', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('sso_subject', sa.String(length=255), nullable=True))
-        batch_op.create_index(batch_op.f('ix_users_sso_subject'), ['sso_subject'], unique=False)
+    # plain ADD/DROP COLUMN on users, never a batch: on SQLite a batch rebuilds the table,
+    # and dropping users fails while other tables' rows point at it
+    op.add_column('users', sa.Column('sso_subject', sa.String(length=255), nullable=True))
+    op.create_index(op.f('ix_users_sso_subject'), 'users', ['sso_subject'], unique=False)
 
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('users', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_users_sso_subject'))
-        batch_op.drop_column('sso_subject')
+    op.drop_index(op.f('ix_users_sso_subject'), table_name='users')
+    op.execute("ALTER TABLE users DROP COLUMN sso_subject")
 
     with op.batch_alter_table('sso_sessions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_sso_sessions_user_id'))

@@ -35,18 +35,16 @@ def upgrade() -> None:
     with op.batch_alter_table('scim_tokens', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_scim_tokens_org_id'), ['org_id'], unique=False)
 
-    with op.batch_alter_table('users', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('scim_external_id', sa.String(length=255), nullable=True))
-        batch_op.add_column(sa.Column('scim_deactivated_at', sa.DateTime(timezone=True), nullable=True))
-        batch_op.add_column(sa.Column('scim_deleted_at', sa.DateTime(timezone=True), nullable=True))
+    # plain ADD/DROP COLUMN on users (see 0008)
+    op.add_column('users', sa.Column('scim_external_id', sa.String(length=255), nullable=True))
+    op.add_column('users', sa.Column('scim_deactivated_at', sa.DateTime(timezone=True), nullable=True))
+    op.add_column('users', sa.Column('scim_deleted_at', sa.DateTime(timezone=True), nullable=True))
 
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('users', schema=None) as batch_op:
-        batch_op.drop_column('scim_deleted_at')
-        batch_op.drop_column('scim_deactivated_at')
-        batch_op.drop_column('scim_external_id')
+    for column in ('scim_deleted_at', 'scim_deactivated_at', 'scim_external_id'):
+        op.execute(f"ALTER TABLE users DROP COLUMN {column}")
 
     with op.batch_alter_table('scim_tokens', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_scim_tokens_org_id'))

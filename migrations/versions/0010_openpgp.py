@@ -19,14 +19,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('users', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('openpgp_key', sa.Text(), nullable=True))
-        batch_op.add_column(sa.Column('openpgp_fingerprint', sa.String(length=64), nullable=True))
-        batch_op.add_column(sa.Column('openpgp_expires_at', sa.DateTime(timezone=True), nullable=True))
+    # plain ADD/DROP COLUMN on users (see 0008)
+    op.add_column('users', sa.Column('openpgp_key', sa.Text(), nullable=True))
+    op.add_column('users', sa.Column('openpgp_fingerprint', sa.String(length=64), nullable=True))
+    op.add_column('users', sa.Column('openpgp_expires_at', sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('users', schema=None) as batch_op:
-        batch_op.drop_column('openpgp_expires_at')
-        batch_op.drop_column('openpgp_fingerprint')
-        batch_op.drop_column('openpgp_key')
+    for column in ('openpgp_expires_at', 'openpgp_fingerprint', 'openpgp_key'):
+        op.execute(f"ALTER TABLE users DROP COLUMN {column}")

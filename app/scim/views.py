@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from flask import Blueprint, Response, g, request
@@ -18,6 +19,7 @@ from app.scim.service import MAX_COUNT, Scim, ScimError, org_for_token
 bp = Blueprint("scim", __name__, url_prefix="/scim/v2/<org>")
 csrf.exempt(bp)
 MEDIA = "application/scim+json"
+log = logging.getLogger("enclave.scim")
 
 
 def _rate_key() -> str:
@@ -57,7 +59,11 @@ def _authenticate() -> None:
 @bp.errorhandler(ScimError)
 def _scim_error(exc: ScimError) -> Response:
     db.rollback()
-    _audit(exc.status)
+    if g.get("scim") is not None:
+        _audit(exc.status)
+    else:  # no valid token: no actor to record; a refusal changes nothing (rate-limited)
+        log.warning("SCIM call refused: %s %s (%s)", request.method, request.path[:200],
+                    exc.status)
     headers = {"WWW-Authenticate": 'Bearer realm="scim"'} if exc.status == 401 else {}
     return _answer(exc.body(), exc.status, **headers)
 

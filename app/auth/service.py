@@ -628,10 +628,11 @@ def set_active(actor: User | None, user: User, active: bool, *, by: str | None =
 # ---------------------------------------------------------------- API tokens
 
 def create_token(user: User, name: str, *, actor: User | str | None = None,
-                 proof: str = "password") -> tuple[ApiToken, str]:
+                 proof: str = "operator") -> tuple[ApiToken, str]:
     """A new bearer token; the plaintext is returned once and only its hash is kept.
-    ``proof``: how its maker proved who they were (the session's proof; "operator" on the
-    command line); the token reads what that proof allows (``access``)."""
+    ``proof``: how its maker proved who they were; the token reads what that proof allows
+    (``access``). The tokens page passes its session's proof; the default, "operator", is
+    the command line and other server-side callers (the account's factors count)."""
     name = " ".join((name or "").split()) or "token"
     if len(name) > 80:
         raise ServiceError("A token name has at most 80 characters.", field="name")

@@ -98,6 +98,12 @@
     return "The passkey request failed: " + (err.message || err.name);
   }
 
+  function csrfToken(el) {
+    var field = (el.closest("form") || document).querySelector("input[name=csrf_token]") ||
+                document.querySelector("input[name=csrf_token]");
+    return el.getAttribute("data-csrf") || (field ? field.value : "");
+  }
+
   function supported(status) {
     if (window.PublicKeyCredential && navigator.credentials) { return true; }
     say(status, "This browser does not support passkeys.", "error");
@@ -109,7 +115,7 @@
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
       if (!supported(status)) { return; }
-      var csrf = form.getAttribute("data-csrf");
+      var csrf = csrfToken(form);
       var name = form.querySelector("[name=name]").value;
       var button = form.querySelector("button");
       button.disabled = true;
@@ -134,7 +140,7 @@
     button.addEventListener("click", function (ev) {
       ev.preventDefault();
       if (!supported(status)) { return; }
-      var csrf = button.getAttribute("data-csrf");
+      var csrf = csrfToken(button);
       var purpose = button.getAttribute("data-purpose");
       button.disabled = true;
       say(status, "Follow your browser's prompt to use your passkey…", "info");

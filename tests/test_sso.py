@@ -306,21 +306,27 @@ def _claims(**over: Any) -> dict[str, Any]:
     return {k: v for k, v in claims.items() if v is not None}
 
 
-@pytest.mark.parametrize(("header", "claims", "why"), [
-    ({"alg": "RS256"}, _claims(iss="https://evil.example.org"), "iss"),
-    ({"alg": "RS256"}, _claims(aud="another-client"), "aud"),
-    ({"alg": "RS256"}, _claims(nonce="replayed"), "nonce"),
-    ({"alg": "RS256"}, _claims(nonce=None), "nonce"),
-    ({"alg": "RS256"}, _claims(exp=int(time.time()) - 3600), "exp"),
-    ({"alg": "RS256"}, _claims(aud=["client-1", "other"]), "azp"),
+EXPIRED = object()  # stands for "an hour ago", computed when the test runs
+
+
+@pytest.mark.parametrize(("changes", "why"), [
+    ({"iss": "https://evil.example.org"}, "iss"),
+    ({"aud": "another-client"}, "aud"),
+    ({"nonce": "replayed"}, "nonce"),
+    ({"nonce": None}, "nonce"),
+    ({"exp": EXPIRED}, "exp"),
+    ({"aud": ["client-1", "other"]}, "azp"),
 ])
-def test_id_token_claims_are_checked(app, signer, header, claims, why):
+def test_id_token_claims_are_checked(app, signer, changes, why):
+    """Each claim check refuses on its own (the claims are made when the test runs: made
+    at collection, a slow suite let them expire first)."""
     key, metadata = signer
     config = OrgSso(issuer="https://idp.example.org", client_id="client-1")
-    token = jwt.encode({**header, "kid": "k1"}, claims, key)
+    changes = {k: int(time.time()) - 3600 if v is EXPIRED else v for k, v in changes.items()}
+    token = jwt.encode({"alg": "RS256", "kid": "k1"}, _claims(**changes), key)
     with pytest.raises(sso.SsoRefused) as refused:
         sso.verify_id_token(config, metadata, token, nonce="n1")
-    assert why in refused.value.message.lower() or why in str(refused.value.message)
+    assert why in refused.value.message.lower()
     good = jwt.encode({"alg": "RS256", "kid": "k1"}, _claims(), key)
     assert sso.verify_id_token(config, metadata, good, nonce="n1")["sub"] == "s1"
 

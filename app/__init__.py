@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from typing import Any
 
@@ -11,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
-from app.config import Settings, ensure_dev_secret, load_settings
+from app.config import ConfigError, Settings, ensure_dev_secret, load_settings
 from app.context import client_ip, request_id
 from app.db import bind, db, make_engine
 
@@ -35,18 +36,29 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     Start-up fails with a one-line ConfigError/PolicyError/KeyringError message when
     a setting, a policy file or a key is wrong, never later on first use.
     """
-    from app.crypto.keyring import ensure_levels_in_file, load_or_create
+    from app.config import keyring_unsealer
+    from app.crypto.keyring import configure_unsealer, ensure_levels_in_file, load_or_create
     from app.policy import load_policy
 
     settings = load_settings(overrides)
     ensure_dev_secret(settings)
     policy = load_policy(settings.policy_dir)
+    configure_unsealer(keyring_unsealer())
     keyring, created = load_or_create(
         settings.keyring_path, policy.level_keys(), allow_create=not settings.production
     )
     if created:
         log.warning("generated a development keyring in %s; production must set "
                     "ENCLAVE_KEYRING", settings.keyring_path)
+    if not keyring.sealed:
+        if settings.production and os.environ.get("ENCLAVE_KEYRING_UNSEALED") != "allow":
+            raise ConfigError(
+                f"production settings refused: the keyring {settings.keyring_path} is not "
+                "sealed (anyone who reads the file has every key); seal it with "
+                "`enclave keys seal` and set ENCLAVE_KEYRING_PASSPHRASE_FILE or "
+                "ENCLAVE_KEYRING_COMMAND (ENCLAVE_KEYRING_UNSEALED=allow accepts it)")
+        log.warning("the keyring %s is not sealed: whoever reads the file has every key "
+                    "(`enclave keys seal` seals it with a passphrase)", settings.keyring_path)
     elif set(policy.level_keys()) - set(keyring.levels):
         # A level new to the keyring: add its key under a file lock, so that several
         # workers starting at once agree on one key.

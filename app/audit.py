@@ -15,17 +15,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, String, Text, select, text
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text, select, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.context import client_ip
 from app.db import Base, SessionFactory, db, utcnow
+from app.sealing import LevelLookup, Sealed, sealed_text
 
 GENESIS = "0" * 64
 _ADVISORY_LOCK_ID = 0x454E434C  # "ENCL"
 
 
-class AuditEntry(Base):
+class AuditEntry(Base, Sealed):
+    """One event. Free text about a finding (a file name, a reason, a note) is not in
+    ``details``: it is sealed in ``content`` under the finding's level at the time, and
+    ``details`` keeps a keyed commitment to it (``sealed:<hmac>``), which the hash chain
+    covers, so rotating keys never changes a chained field."""
+
     __tablename__ = "audit_log"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -41,32 +47,80 @@ class AuditEntry(Base):
     ip: Mapped[str] = mapped_column(String(64), default="")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    content_level: Mapped[str | None] = mapped_column(String(64))
+    content_sealed: Mapped[bytes | None] = mapped_column("content", LargeBinary)
+
+    content = sealed_text("content_sealed")  # JSON of the sealed detail fields
+
+    def sealed_level(self, lookup: LevelLookup, field: str) -> str:
+        return self.content_level or ""
+
+    @classmethod
+    def sealed_scope(cls, finding_id: int) -> Any:
+        return None  # kept under the level at the time of the event
 
     @property
     def details_dict(self) -> dict[str, Any]:
         return json.loads(self.details or "{}")
 
+    @property
+    def content_dict(self) -> dict[str, Any]:
+        """The sealed detail fields, opened (an empty dict when there are none)."""
+        if not self.content_sealed:
+            return {}
+        return json.loads(self.content or "{}")
 
-#: Detail fields that are content (an attachment's file name): the audit log shows them
-#: only to an administrator who may read the finding they belong to.
-CONTENT_DETAILS = ("filename",)
+
+#: Detail fields that are free text about a finding (a file name, a reason, a note):
+#: sealed under the finding's level, shown only to someone who may read the finding.
+CONTENT_DETAILS = ("filename", "reason", "note", "comment", "title")
 WITHHELD = "(withheld: a finding you cannot read)"
+_SEALED_PREFIX = "sealed:"
+
+
+def _finding_of(details: dict[str, Any]) -> int | None:
+    for key in ("finding_id", "finding"):
+        raw = str(details.get(key, ""))
+        if raw.isascii() and raw.isdigit():
+            return int(raw)
+    return None
 
 
 def shown_details(viewer: Any, entry: AuditEntry) -> dict[str, Any]:
-    """``entry``'s details as ``viewer`` may see them. The stored entry (and so the hash
-    chain) is unchanged; only the display withholds content above the viewer's access."""
+    """``entry``'s details as ``viewer`` may see them: free text of a finding (opened from
+    the sealed content) only for someone who may read that finding now."""
     details = entry.details_dict
-    if not any(key in details for key in CONTENT_DETAILS):
+    sealed = [k for k in CONTENT_DETAILS if k in details]
+    if not sealed:
         return details
     from app import access
     from app.findings.models import Finding
 
-    raw = str(details.get("finding_id", ""))
-    finding = db.get(Finding, int(raw)) if raw.isascii() and raw.isdigit() else None
+    fid = _finding_of(details)
+    finding = db.get(Finding, fid) if fid is not None else None
     if finding is not None and access.can_read(viewer, finding):
+        content = entry.content_dict
+        return {k: content.get(k, v) if k in sealed else v for k, v in details.items()}
+    return {k: WITHHELD if k in sealed else v for k, v in details.items()}
+
+
+def _seal_content(entry: AuditEntry, details: dict[str, Any]) -> dict[str, Any]:
+    """Move the free text of a finding's event out of ``details`` into sealed content;
+    ``details`` keeps a keyed commitment (HMAC under the app key) in its place."""
+    fid = _finding_of(details)
+    content = {k: details[k] for k in CONTENT_DETAILS if k in details and details[k]}
+    if fid is None or not content:
         return details
-    return {k: WITHHELD if k in CONTENT_DETAILS else v for k, v in details.items()}
+    from app import sealing, state
+
+    entry.content_level = sealing.LevelLookup(db()).finding(fid)
+    entry.content = json.dumps(content, sort_keys=True, default=str)
+    key = state.keyring().app_key()
+    out = dict(details)
+    for k, v in content.items():
+        mac = hmac.new(key, f"audit:{entry.seq}:{k}:{v}".encode(), hashlib.sha256)
+        out[k] = _SEALED_PREFIX + mac.hexdigest()[:32]
+    return out
 
 
 def _digest(entry: AuditEntry) -> str:
@@ -117,10 +171,10 @@ def record(
         action=action[:64],
         target_type=target_type[:32],
         target_id=target,
-        details=json.dumps(details, sort_keys=True, default=str),
         ip=ip if ip is not None else client_ip.get(),
         prev_hash=last.hash if last else GENESIS,
     )
+    entry.details = json.dumps(_seal_content(entry, details), sort_keys=True, default=str)
     entry.hash = _digest(entry)
     session.add(entry)
     session.flush()

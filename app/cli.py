@@ -52,6 +52,7 @@ def init_cmd() -> None:
     before, after = upgrade_to_head()
     policy = current_app.extensions["enclave.policy"]
     click.echo(f"database: {before or 'empty'} -> {after}")
+    _encrypt_content()
     click.echo(f"policy: {len(policy.levels)} levels ({', '.join(policy.level_keys())}), "
                f"{len(policy.ndas)} NDAs, quorum {policy.review.quorum}")
 
@@ -383,6 +384,150 @@ def keys_rotate(resume: bool, batch_size: int, max_batches: int | None) -> None:
              f"attachment {report.failed[0]}")
     if report.remaining:
         click.echo("run `enclave keys rotate --resume` to rewrap the rest")
+        return
+    from app.content import service as content
+
+    if report.new_versions:
+        content.start_rotation()
+    if content.rotation_pending():
+        click.echo("re-encrypting stored text and the search index under the new keys")
+        left = None if max_batches is None else max(1, max_batches - report.batches)
+        job = content.run(content.ROTATE, batch_size=batch_size, max_batches=left,
+                          progress=_echo_progress)
+        click.echo(f"content: {job.changed} values re-encrypted in {job.rows} rows"
+                   + (f"; not finished: {', '.join(job.remaining)}" if job.remaining
+                      else ""))
+        if job.remaining:
+            click.echo("run `enclave keys rotate --resume` to re-encrypt the rest")
+            return
+    click.echo("every attachment key and stored text is under the active keys; old "
+               "versions can be retired (`enclave keys retire LEVEL VERSION`)")
+
+
+def _read_passphrase(stdin: bool) -> bytes:
+    if stdin:
+        value = sys.stdin.readline().rstrip("\r\n")
+    else:
+        value = click.prompt("Passphrase", hide_input=True, confirmation_prompt=True)
+    if len(value) < 16:
+        fail("a keyring passphrase has at least 16 characters")
+    return value.encode("utf-8")
+
+
+@keys_group.command("seal")
+@click.option("--passphrase-stdin", is_flag=True, help="Read the passphrase from stdin.")
+@service_command
+def keys_seal(passphrase_stdin: bool) -> None:
+    """Seal the keyring file with a passphrase (Argon2id + AES-256-GCM); the app then
+    needs ENCLAVE_KEYRING_PASSPHRASE_FILE, ENCLAVE_KEYRING_COMMAND or
+    ENCLAVE_KEYRING_PASSPHRASE to start. Also changes the passphrase of a sealed one."""
+    from app import state
+    from app.crypto.keyring import Keyring, KeyringError, configure_unsealer, keyring_lock
+
+    passphrase = _read_passphrase(passphrase_stdin)
+    path = state.settings().keyring_path
+    try:
+        with keyring_lock(path):
+            ring = Keyring.load(path)
+            ring.seal_with(passphrase)
+            ring.save(path)
+    except KeyringError as exc:
+        fail(str(exc))
+    configure_unsealer(lambda: passphrase)
+    click.echo(f"sealed {path}; keep the passphrase apart from it (a secrets manager, the "
+               "TPM through ENCLAVE_KEYRING_COMMAND, or a credential file)")
+
+
+@keys_group.command("unseal")
+@service_command
+def keys_unseal() -> None:
+    """Store the keyring file unsealed again (development only)."""
+    from app import state
+    from app.crypto.keyring import Keyring, KeyringError, keyring_lock
+
+    if state.settings().production:
+        fail("production keeps its keyring sealed")
+    path = state.settings().keyring_path
+    try:
+        with keyring_lock(path):
+            ring = Keyring.load(path)
+            ring.seal_with(None)
+            ring.save(path)
+    except KeyringError as exc:
+        fail(str(exc))
+    click.echo(f"unsealed {path}: whoever reads the file has every key")
+
+
+@keys_group.command("retire")
+@click.argument("level")
+@click.argument("version", type=click.IntRange(1))
+@service_command
+def keys_retire(level: str, version: int) -> None:
+    """Remove an old key version from the keyring once nothing uses it."""
+    from sqlalchemy import func, select
+
+    from app import audit, state
+    from app.attachments.models import Attachment
+    from app.attachments.service import _install_keyring
+    from app.content import service as content
+    from app.crypto.keyring import Keyring, KeyringError, keyring_lock
+    from app.db import db
+
+    if content.rotation_pending():
+        fail("a content rotation is not finished; run `enclave keys rotate --resume` first")
+    used = db.scalar(select(func.count()).select_from(Attachment).where(
+        Attachment.kek_level == level, Attachment.kek_version == version,
+        Attachment.wrapped_key.is_not(None))) or 0
+    if used:
+        fail(f"{used} attachment key(s) are still wrapped under kek {level} v{version}")
+    path = state.settings().keyring_path
+    try:
+        with keyring_lock(path):
+            ring = Keyring.load(path)
+            ring.retire(level, version)
+            ring.save(path)
+    except KeyringError as exc:
+        fail(str(exc))
+    _install_keyring(ring)
+    audit.record("key_retired", actor="cli", target_type="keyring", level=level,
+                 version=version)
+    db.commit()
+    click.echo(f"retired kek {level} v{version}")
+
+
+content_group = AppGroup("content", help="Stored text encrypted at rest.")
+enclave.add_command(content_group)
+
+
+def _echo_progress(table: str, rows: int, changed: int) -> None:
+    click.echo(f"  {table}: {rows} rows, {changed} values")
+
+
+def _encrypt_content(batch_size: int = 500, max_batches: int | None = None) -> bool:
+    """Seal what a migration left as plaintext; True when nothing is left."""
+    from app.content import service as content
+
+    if not content.legacy_pending():
+        return True
+    click.echo("encrypting stored text (resumable: `enclave content encrypt`)")
+    report = content.run(content.ENCRYPT, batch_size=batch_size, max_batches=max_batches,
+                         progress=_echo_progress)
+    click.echo(f"content: {report.changed} values encrypted in {report.rows} rows"
+               + (f"; not finished: {', '.join(report.remaining)}" if report.remaining
+                  else ""))
+    return not report.remaining
+
+
+@content_group.command("encrypt")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1))
+@click.option("--max-batches", default=None, type=click.IntRange(1),
+              help="Stop after this many batches (run again to continue).")
+@service_command
+def content_encrypt(batch_size: int, max_batches: int | None) -> None:
+    """Encrypt the rows a migration left as plaintext and build their search index
+    (resumable; `enclave init` runs it)."""
+    if _encrypt_content(batch_size, max_batches):
+        click.echo("content: everything is encrypted")
 
 
 storage_group = AppGroup("storage", help="The attachment blob store.")

@@ -158,6 +158,50 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("ENCLAVE_MIN_PASSWORD_LENGTH must be at least 8")
 
 
+def keyring_unsealer() -> Any:
+    """Where a sealed keyring's passphrase comes from, by preference: an operator command
+    (``ENCLAVE_KEYRING_COMMAND``, e.g. a secrets manager's CLI or ``systemd-creds``
+    unsealing from the TPM; its standard output is the passphrase), a file
+    (``ENCLAVE_KEYRING_PASSPHRASE_FILE``, e.g. a systemd credential), or the environment
+    (``ENCLAVE_KEYRING_PASSPHRASE``). None when nothing is configured."""
+    import shlex
+    import subprocess
+
+    command = _env("KEYRING_COMMAND")
+    path = _env("KEYRING_PASSPHRASE_FILE")
+    if command:
+        argv = shlex.split(command)
+
+        def run_command() -> bytes:
+            from app.crypto.keyring import KeyringError
+
+            try:
+                done = subprocess.run(argv, capture_output=True, timeout=60, check=False)  # noqa: S603
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise KeyringError(f"ENCLAVE_KEYRING_COMMAND did not run: "
+                                   f"{type(exc).__name__}") from None
+            if done.returncode != 0:  # its output is never shown: it may be the secret
+                raise KeyringError(f"ENCLAVE_KEYRING_COMMAND failed (exit {done.returncode})")
+            return done.stdout.rstrip(b"\r\n")
+
+        return run_command
+    if path:
+        def read_file() -> bytes:
+            from app.crypto.keyring import KeyringError
+
+            try:
+                return Path(path).read_bytes().rstrip(b"\r\n")
+            except OSError as exc:
+                raise KeyringError(f"ENCLAVE_KEYRING_PASSPHRASE_FILE: {exc.strerror}") \
+                    from None
+
+        return read_file
+    passphrase = os.environ.get("ENCLAVE_KEYRING_PASSPHRASE")
+    if passphrase:
+        return lambda: passphrase.encode("utf-8")
+    return None
+
+
 def ensure_dev_secret(settings: Settings) -> None:
     """Outside production, create (once) and reuse a secret key in the instance folder."""
     if settings.secret_key:

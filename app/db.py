@@ -78,6 +78,9 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Engi
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
+            from app.findings.search_index import register_sqlite
+
+            register_sqlite(dbapi_conn)  # the search's scoring function
 
         return engine
     # JIT compilation costs 10-90 ms and never pays off on these short queries

@@ -10,6 +10,7 @@ from app.auth.models import (
     RecoveryCode,
     User,
 )
+from app.content.models import ContentJob
 from app.findings.models import (
     Category,
     Finding,
@@ -37,7 +38,8 @@ from app.sso.models import OrgSso, SsoSession
 from app.submissions.models import FormSubmission
 
 __all__ = [
-    "ApiToken", "Attachment", "AuditEntry", "Category", "Finding", "FindingOrg", "FindingRead",
+    "ApiToken", "Attachment", "AuditEntry", "ContentJob", "Category", "Finding", "FindingOrg",
+    "FindingRead",
     "FindingRevision", "Invitation", "NdaAcknowledgement", "Notification", "OrgDomain",
     "Organization", "Passkey", "PasswordReset", "RecoveryCode", "Reply", "User", "Watch",
     "ConflictDeclaration", "Escalation", "Flag", "OrgAffiliation", "RequestAttachment",

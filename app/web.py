@@ -32,6 +32,7 @@ from werkzeug.exceptions import HTTPException
 from app import access, state
 from app.auth.models import Role
 from app.config import Settings
+from app.crypto.fields import FieldIntegrityError
 from app.errors import MfaRequired, NdaRequired, PasskeyRequired, ServiceError
 
 log = logging.getLogger("enclave.web")
@@ -201,6 +202,22 @@ def install_web_hooks(app: Flask, settings: Settings) -> None:
         g.retry_after = "5"
         response.headers["Retry-After"] = g.retry_after
         return response
+
+    @app.errorhandler(FieldIntegrityError)
+    def _sealed_text_broken(exc: FieldIntegrityError) -> Any:
+        """A stored text does not open in its context (copied from another row, column or
+        level, altered, or its key is gone): an error, never some other row's text."""
+        from app.db import db
+
+        with contextlib.suppress(Exception):
+            db.rollback()
+        log.error("stored content failed its integrity check (request id %s): %s",
+                  getattr(g, "request_id", "-"), exc)
+        message = ("Stored content failed its integrity check, so it is not shown "
+                   f"(request {getattr(g, 'request_id', '-')}). Tell an administrator.")
+        if wants_json():
+            return json_error(500, "integrity_error", message)
+        return _error_page(500, message)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:

@@ -250,6 +250,7 @@ def production_env(base: dict[str, str], *, url: str, redis_url: str, secret_key
     return {**base, "ENCLAVE_ENV": "production", "ENCLAVE_DATABASE_URL": url,
             "ENCLAVE_REDIS_URL": redis_url, "ENCLAVE_SECRET_KEY": secret_key,
             "ENCLAVE_KEYRING": str(instance / "keyring.json"),
+            "ENCLAVE_KEYRING_UNSEALED": "allow",  # a throwaway keyring of this run
             "ENCLAVE_INSTANCE_PATH": str(instance), "ENCLAVE_SECURE_COOKIES": "false",
             "ENCLAVE_LOGIN_LIMIT": "100000 per minute",
             "ENCLAVE_API_LIMIT": "100000 per minute",

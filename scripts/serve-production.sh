@@ -27,6 +27,17 @@ fi
 if [ ! -s "$ENCLAVE_KEYRING" ]; then
   ENCLAVE_ENV=development .venv/bin/enclave init   # development may create the keyring
 fi
+# the keyring is sealed with a passphrase kept beside it here (on a real server: a
+# secrets manager or the TPM through ENCLAVE_KEYRING_COMMAND, never next to the file)
+if [ -z "${ENCLAVE_KEYRING_COMMAND:-}" ] && [ -z "${ENCLAVE_KEYRING_PASSPHRASE:-}" ]; then
+  export ENCLAVE_KEYRING_PASSPHRASE_FILE="${ENCLAVE_KEYRING_PASSPHRASE_FILE:-$INSTANCE/keyring.passphrase}"
+  if [ ! -s "$ENCLAVE_KEYRING_PASSPHRASE_FILE" ]; then
+    .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(32))' > "$ENCLAVE_KEYRING_PASSPHRASE_FILE"
+  fi
+  if ! grep -q '"sealed"' "$ENCLAVE_KEYRING"; then
+    ENCLAVE_ENV=development .venv/bin/enclave keys seal --passphrase-stdin < "$ENCLAVE_KEYRING_PASSPHRASE_FILE"
+  fi
+fi
 
 export ENCLAVE_ENV=production
 .venv/bin/enclave init

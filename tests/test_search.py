@@ -3,14 +3,12 @@ safe snippets, malformed queries as clear errors, and the index kept in sync."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from sqlalchemy import text
 
 from app.db import db
 from app.findings import search, service
-from app.findings.search import SearchError, fts5_match, parse
+from app.findings.search import SearchError, compile_query, parse
 from tests.factories import login, make_org, make_user
 from tests.findings_world import (
     build_world,
@@ -79,7 +77,8 @@ def test_ranking_phrases_or_and_exclusion(app):
     assert set(ids(search.search(author, "steering -probing"))) == {in_title.id, in_body.id}
     assert set(ids(search.search(author, "steering NOT vectors"))) == {in_body.id, both.id}
     assert ids(search.search(author, "steering AND sparse")) == [both.id]
-    assert ids(search.search(author, "autoencoder")) == [both.id]  # stems and prefixes
+    assert ids(search.search(author, "autoencoder")) == [both.id]  # stems
+    assert ids(search.search(author, "autoenc")) == []  # no prefixes: exact terms
 
 
 def test_level_and_category_filters(app):
@@ -169,13 +168,14 @@ def test_malformed_queries_get_a_clear_error(app, client, api_token, raw, needle
     "steering:*", "ſteering", "日本語 テキスト", "naïve café", "😀 steering",
 ])
 def test_fts_syntax_in_user_input_is_neutralised(app, raw):
-    """Operators and syntax of FTS5/tsquery become plain words; the query still runs."""
+    """Operators and syntax of FTS5/tsquery become plain words, and words become keyed
+    hashes: nothing the user typed reaches SQL. The query still runs."""
     user = make_user(make_org(), name="mia")
     post(user, title="Steering probing", body="steering probing words")
-    query = parse(raw)
-    match = fts5_match(query)
-    outside_quotes = re.sub(r'"[^"]*"\*?', " ", match).replace("(", " ").replace(")", " ")
-    assert set(outside_quotes.split()) <= {"AND", "OR", "NOT"}, match
+    compiled = compile_query(parse(raw), {"network"})
+    hashes = [h for g in compiled.groups for h in g.any_of] + \
+        [h for g in compiled.groups for a in g.all_of for h in a]
+    assert all(isinstance(h, int) and -2**63 <= h < 2**63 for h in hashes)
     search.search(user, raw)  # runs without a database error
 
 
@@ -223,15 +223,21 @@ def test_index_follows_edits_and_deletes(app):
     assert search.search(author, "echidna").total == 0
 
 
-def test_sqlite_sync_triggers_exist_at_head(app):
-    """A migration that rebuilds findings/replies in SQLite batch mode drops these
-    triggers; it must recreate them (see migrations/versions/0002)."""
-    if db.get_bind().dialect.name != "sqlite":
+def test_the_index_holds_keyed_hashes_not_words(app):
+    """No trigger copies text any more (the database never sees it); the application
+    writes hashes under the level's search key, and a level change re-hashes them."""
+    author = make_user(make_org("north"), name="carol")
+    finding = post(author, title="Quetzal", body="quetzal feathers")
+    reply(author, finding, "more quetzal")
+    dump = " ".join(str(row) for table in ("findings_fts", "replies_fts")
+                    for row in db.execute(text(f"SELECT * FROM {table}")))  # noqa: S608
+    assert "quetzal" not in dump.lower() and "feather" not in dump.lower()
+    if db.get_bind().dialect.name == "sqlite":
         names = {r[0] for r in db.execute(text(
-            "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"))}
-        assert {"findings_fts_sync", "replies_fts_sync"} <= names
-        return
-    names = {r[0] for r in db.execute(text(
-        "SELECT name FROM sqlite_master WHERE type = 'trigger'"))}
-    assert {"findings_fts_ai", "findings_fts_ad", "findings_fts_au", "replies_fts_ai",
-            "replies_fts_ad", "replies_fts_au"} <= names
+            "SELECT name FROM sqlite_master WHERE type = 'trigger'"))}
+        assert not {n for n in names if "fts" in n}
+    before = db.execute(text("SELECT terms FROM findings_fts")).scalar()
+    service.edit_finding(author, refresh(finding), level="restricted")
+    after = db.execute(text("SELECT terms FROM findings_fts")).scalar()
+    assert before != after  # the restricted search key
+    assert search.search(author, "quetzal").total == 1

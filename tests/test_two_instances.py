@@ -133,6 +133,7 @@ def server_env(database_url: str, instance: Path, port: int, **extra: str) -> di
         "ENCLAVE_REDIS_URL": REDIS_URL,
         "ENCLAVE_SECRET_KEY": SECRET_KEY,
         "ENCLAVE_KEYRING": str(instance / "keyring.json"),
+        "ENCLAVE_KEYRING_UNSEALED": "allow",  # the test's own throwaway keyring
         "ENCLAVE_INSTANCE_PATH": str(instance),
         "ENCLAVE_SECURE_COOKIES": "false",
         "ENCLAVE_PROXY_COUNT": "1",

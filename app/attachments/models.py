@@ -10,9 +10,10 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from app.auth.models import User
 from app.db import Base, utcnow
 from app.findings.models import Finding
+from app.sealing import Sealed, sealed_text
 
 
-class Attachment(Base):
+class Attachment(Base, Sealed):
     """One file attached to a finding; its bytes live encrypted in the blob store.
 
     ``id`` is a random 128-bit hex string chosen before the upload starts: it is bound
@@ -36,7 +37,7 @@ class Attachment(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     finding_id: Mapped[int] = mapped_column(ForeignKey("findings.id", ondelete="CASCADE"))
     uploader_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    filename: Mapped[str] = mapped_column(String(255))
+    filename_sealed: Mapped[bytes] = mapped_column("filename", LargeBinary)
     content_type: Mapped[str] = mapped_column(String(127))
     size: Mapped[int] = mapped_column(BigInteger)
     sha256_sealed: Mapped[bytes] = mapped_column(LargeBinary)
@@ -49,6 +50,8 @@ class Attachment(Base):
 
     finding: Mapped[Finding] = relationship()
     uploader: Mapped[User] = relationship(lazy="joined")
+
+    filename = sealed_text("filename_sealed")  # under the finding's level, like its bytes
 
     @property
     def live(self) -> bool:

@@ -15,6 +15,19 @@ per clearance level, rotated by adding a version and making it active while
 old versions stay for unwrapping. ``app`` is a general-purpose secret (e.g.
 for sealing TOTP seeds). Secret bytes never appear in ``repr``, errors or logs;
 use :meth:`Keyring.fingerprint` to refer to a key.
+
+A keyring file can be *sealed* (``enclave keys seal``)::
+
+    {"sealed": "enclave-keyring", "version": 1,
+     "kdf": {"name": "argon2id", "salt": "...", "time_cost": 3, "memory_cost": 65536,
+             "parallelism": 1},
+     "nonce": "...", "ciphertext": "..."}
+
+The JSON above is encrypted with AES-256-GCM under a key derived from a passphrase with
+Argon2id (argon2-cffi's low-level API; memory-hard), the header as associated data. The
+passphrase comes from the process (``configure_unsealer``: an environment variable, a
+file, or an operator command such as a secrets manager or a TPM). A sealed keyring stays
+sealed when it is saved again (rotation).
 """
 
 from __future__ import annotations
@@ -30,14 +43,19 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = [
     "FILE_VERSION",
+    "SEALED_FORMAT",
+    "configure_unsealer",
+    "is_sealed_file",
     "KEY_SIZE",
     "Keyring",
     "KeyringError",
@@ -54,6 +72,91 @@ _VERSION_RE = re.compile(r"[1-9][0-9]{0,8}")
 
 class KeyringError(Exception):
     """The keyring file is missing, unreadable or invalid, or a key is absent."""
+
+
+SEALED_FORMAT = "enclave-keyring"
+KDF_PARAMS = {"time_cost": 3, "memory_cost": 64 * 1024, "parallelism": 1}
+_unsealer: Callable[[], bytes] | None = None
+_derived: dict[tuple[bytes, bytes, int, int, int], bytes] = {}
+
+
+def configure_unsealer(source: Callable[[], bytes] | None) -> None:
+    """Where this process gets the passphrase of a sealed keyring (called at most once
+    per file change); None: sealed keyrings cannot be opened."""
+    global _unsealer
+    _unsealer = source
+
+
+def is_sealed_file(path: Path) -> bool:
+    try:
+        doc = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("sealed") == SEALED_FORMAT
+
+
+def _derive(passphrase: bytes, salt: bytes, time_cost: int, memory_cost: int,
+            parallelism: int) -> bytes:
+    from argon2.low_level import Type, hash_secret_raw
+
+    cache_key = (hashlib.sha256(passphrase).digest(), salt, time_cost, memory_cost,
+                 parallelism)
+    key = _derived.get(cache_key)
+    if key is None:
+        key = _derived[cache_key] = hash_secret_raw(
+            passphrase, salt, time_cost=time_cost, memory_cost=memory_cost,
+            parallelism=parallelism, hash_len=KEY_SIZE, type=Type.ID)
+    return key
+
+
+class _Sealing:
+    """How a keyring file was sealed: the KDF header and the derived key (kept to seal
+    it again on save, never written anywhere)."""
+
+    def __init__(self, kdf: dict[str, object], key: bytes) -> None:
+        self.kdf = kdf
+        self.key = key
+
+    @classmethod
+    def new(cls, passphrase: bytes) -> _Sealing:
+        salt = secrets.token_bytes(16)
+        kdf = {"name": "argon2id", "salt": _b64(salt), **KDF_PARAMS}
+        return cls(kdf, _derive(passphrase, salt, KDF_PARAMS["time_cost"],
+                                KDF_PARAMS["memory_cost"], KDF_PARAMS["parallelism"]))
+
+    def header(self) -> dict[str, object]:
+        return {"sealed": SEALED_FORMAT, "version": 1, "kdf": self.kdf}
+
+    def seal(self, plain: bytes) -> bytes:
+        header = self.header()
+        aad = json.dumps(header, sort_keys=True).encode()
+        nonce = secrets.token_bytes(12)
+        doc = {**header, "nonce": _b64(nonce),
+               "ciphertext": _b64(AESGCM(self.key).encrypt(nonce, plain, aad))}
+        return (json.dumps(doc, indent=2) + "\n").encode("utf-8")
+
+
+def _unseal(doc: dict[str, object]) -> tuple[bytes, _Sealing]:
+    kdf = doc.get("kdf")
+    if doc.get("version") != 1 or not isinstance(kdf, dict) or kdf.get("name") != "argon2id":
+        raise KeyringError("unsupported sealed keyring format")
+    if _unsealer is None:
+        raise KeyringError("the keyring is sealed: set ENCLAVE_KEYRING_PASSPHRASE_FILE, "
+                           "ENCLAVE_KEYRING_COMMAND or ENCLAVE_KEYRING_PASSPHRASE")
+    try:
+        salt = base64.b64decode(str(kdf["salt"]), validate=True)
+        params = [int(kdf[k]) for k in ("time_cost", "memory_cost", "parallelism")]  # type: ignore[call-overload]
+        nonce = base64.b64decode(str(doc["nonce"]), validate=True)
+        ciphertext = base64.b64decode(str(doc["ciphertext"]), validate=True)
+    except (KeyError, ValueError, binascii.Error):
+        raise KeyringError("sealed keyring: malformed header") from None
+    key = _derive(_unsealer(), salt, *params)
+    sealing = _Sealing(dict(kdf), key)
+    aad = json.dumps(sealing.header(), sort_keys=True).encode()
+    try:
+        return AESGCM(key).decrypt(nonce, ciphertext, aad), sealing
+    except InvalidTag:
+        raise KeyringError("the keyring does not open with this passphrase") from None
 
 
 def _b64(raw: bytes) -> str:
@@ -128,6 +231,7 @@ class Keyring:
         self._active = dict(active)
         self._signing_seed = bytes(signing_seed)
         self._app = bytes(app_secret)
+        self._sealing: _Sealing | None = None
         self._validate()
 
     # -- construction -------------------------------------------------------
@@ -158,9 +262,24 @@ class Keyring:
         except OSError as exc:
             raise KeyringError(f"cannot read keyring file {path}: {exc.strerror}") from None
         try:
-            return cls._from_json(raw)
-        except KeyringError as exc:
+            sealing = None
+            if raw.lstrip().startswith(b"{") and b'"sealed"' in raw:
+                doc = json.loads(raw.decode("utf-8"))
+                if isinstance(doc, dict) and doc.get("sealed") == SEALED_FORMAT:
+                    raw, sealing = _unseal(doc)
+            keyring = cls._from_json(raw)
+            keyring._sealing = sealing
+            return keyring
+        except (KeyringError, ValueError) as exc:
             raise KeyringError(f"keyring {path}: {exc}") from None
+
+    @property
+    def sealed(self) -> bool:
+        return self._sealing is not None
+
+    def seal_with(self, passphrase: bytes | None) -> None:
+        """Seal (or with None, unseal) this keyring the next time it is saved."""
+        self._sealing = _Sealing.new(passphrase) if passphrase is not None else None
 
     @classmethod
     def load_or_create(
@@ -270,8 +389,12 @@ class Keyring:
         return (json.dumps(doc, indent=2) + "\n").encode("utf-8")
 
     def save(self, path: Path) -> None:
-        """Atomically replace ``path`` (temp file in the same dir, fsync, rename; mode 0600)."""
-        _atomic_write(Path(path), self._to_json(), overwrite=True)
+        """Atomically replace ``path`` (temp file in the same dir, fsync, rename; mode 0600);
+        a sealed keyring is written sealed."""
+        data = self._to_json()
+        if self._sealing is not None:
+            data = self._sealing.seal(data)
+        _atomic_write(Path(path), data, overwrite=True)
 
     # -- key management -----------------------------------------------------------
 
@@ -309,6 +432,14 @@ class Keyring:
             self._active[level] = version
             new[level] = version
         return new
+
+    def retire(self, level: str, version: int) -> None:
+        """Remove an old key version (after nothing is encrypted under it any more)."""
+        if level not in self._keks or version not in self._keks[level]:
+            raise KeyringError(f"missing key: kek {level} v{version}")
+        if self._active[level] == version:
+            raise KeyringError(f"kek {level} v{version} is the active version")
+        del self._keks[level][version]
 
     def active_version(self, level: str) -> int:
         if level not in self._active:

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, false, text
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, false, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.auth.models import User
 from app.db import Base, utcnow
 from app.orgs.models import Organization
+from app.sealing import LevelLookup, Sealed, sealed_text
 
 
 class Category(Base):
@@ -19,8 +20,11 @@ class Category(Base):
     description: Mapped[str] = mapped_column(Text, default="")
 
 
-class Finding(Base):
+class Finding(Base, Sealed):
     """A post at a security level, optionally restricted to named organizations.
+
+    ``title``, ``body`` and ``body_html`` are stored encrypted under the level's key
+    (``app.sealing``); row queries read ``title_sealed`` and open it with ``reveal``.
 
     ``compartmented`` mirrors "has rows in finding_orgs" so that the access filter
     can skip the compartment lookup for the common open case. ``body_html`` caches the
@@ -40,9 +44,9 @@ class Finding(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    title: Mapped[str] = mapped_column(String(300))
-    body: Mapped[str] = mapped_column(Text)
-    body_html: Mapped[str] = mapped_column(Text, default="", server_default="")
+    title_sealed: Mapped[bytes] = mapped_column("title", LargeBinary)
+    body_sealed: Mapped[bytes] = mapped_column("body", LargeBinary)
+    body_html_sealed: Mapped[bytes] = mapped_column("body_html", LargeBinary, default=b"")
     level: Mapped[str] = mapped_column(String(64))
     compartmented: Mapped[bool] = mapped_column(default=False)
     locked: Mapped[bool] = mapped_column(default=False, server_default=false())
@@ -64,6 +68,17 @@ class Finding(Base):
     compartment: Mapped[list[FindingOrg]] = relationship(
         cascade="all, delete-orphan", lazy="selectin"
     )
+
+    title = sealed_text("title_sealed")
+    body = sealed_text("body_sealed")
+    body_html = sealed_text("body_html_sealed")
+
+    def sealed_level(self, lookup: LevelLookup, field: str) -> str:
+        return lookup.overrides.get(self.id, self.level)
+
+    @classmethod
+    def sealed_scope(cls, finding_id: int) -> object:
+        return cls.id == finding_id
 
     @property
     def compartment_org_ids(self) -> set[int]:
@@ -93,8 +108,9 @@ class FindingOrg(Base):
     org: Mapped[Organization] = relationship(lazy="joined")
 
 
-class Reply(Base):
-    """A reply in a finding's discussion; it has no access of its own (inherits)."""
+class Reply(Base, Sealed):
+    """A reply in a finding's discussion; it has no access of its own (inherits).
+    Its texts are sealed under the finding's level."""
 
     __tablename__ = "replies"
     __table_args__ = (Index("ix_replies_finding_created", "finding_id", "created_at", "id"),)
@@ -102,20 +118,28 @@ class Reply(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     finding_id: Mapped[int] = mapped_column(ForeignKey("findings.id", ondelete="CASCADE"))
     author_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    body: Mapped[str] = mapped_column(Text)
-    body_html: Mapped[str] = mapped_column(Text, default="")
+    body_sealed: Mapped[bytes] = mapped_column("body", LargeBinary)
+    body_html_sealed: Mapped[bytes] = mapped_column("body_html", LargeBinary, default=b"")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     hidden: Mapped[bool] = mapped_column(default=False)
     hidden_at: Mapped[datetime | None]
     hidden_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
-    hidden_reason: Mapped[str] = mapped_column(String(500), default="")
+    hidden_reason_sealed: Mapped[bytes] = mapped_column("hidden_reason", LargeBinary,
+                                                        default=b"")
+
+    body = sealed_text("body_sealed")
+    body_html = sealed_text("body_html_sealed")
+    hidden_reason = sealed_text("hidden_reason_sealed")
 
     author: Mapped[User] = relationship(lazy="joined", foreign_keys=[author_id])
     hidden_by: Mapped[User | None] = relationship(lazy="select", foreign_keys=[hidden_by_id])
 
 
-class FindingRevision(Base):
-    """The state of a finding before one edit: who changed it, when, and what it was."""
+class FindingRevision(Base, Sealed):
+    """The state of a finding before one edit: who changed it, when, and what it was.
+
+    Its texts are sealed under the higher of its own level and the finding's: a version
+    withheld after a declassification stays under the key of the level it was at."""
 
     __tablename__ = "finding_revisions"
     __table_args__ = (Index("ix_finding_revisions_finding_created", "finding_id", "created_at"),)
@@ -124,13 +148,29 @@ class FindingRevision(Base):
     finding_id: Mapped[int] = mapped_column(ForeignKey("findings.id", ondelete="CASCADE"))
     editor_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    old_title: Mapped[str] = mapped_column(String(300))
-    old_body: Mapped[str] = mapped_column(Text)
+    old_title_sealed: Mapped[bytes] = mapped_column("old_title", LargeBinary)
+    old_body_sealed: Mapped[bytes] = mapped_column("old_body", LargeBinary)
     old_level: Mapped[str] = mapped_column(String(64))
     # Space-separated organization slugs of the compartment before the edit ("" = none).
     old_compartment: Mapped[str] = mapped_column(Text, default="")
 
     editor: Mapped[User] = relationship(lazy="joined")
+
+    old_title = sealed_text("old_title_sealed")
+    old_body = sealed_text("old_body_sealed")
+
+    def sealed_level(self, lookup: LevelLookup, field: str) -> str:
+        return revision_level(self.old_level, lookup.finding(self.finding_id))
+
+
+def revision_level(old_level: str, finding_level: str) -> str:
+    """The level sealing a revision: the higher of the version's and the finding's."""
+    from app import state
+
+    policy = state.policy()
+    if not (policy.is_level(old_level) and policy.is_level(finding_level)):
+        return finding_level
+    return old_level if policy.rank(old_level) > policy.rank(finding_level) else finding_level
 
 
 class FindingRead(Base):

@@ -1,12 +1,13 @@
 """Full-text search over findings and their replies, through the access filter.
 
-User input never reaches a full-text query language as it was typed: ``parse`` reduces it
-to words, "quoted phrases", ``OR`` and exclusions (``-word`` / ``NOT word``), or refuses it
-with a clear message (an unclosed quote, a dangling operator, too long). The parsed query
-is compiled into an FTS5 MATCH string made only of double-quoted tokens (SQLite), or into
-PostgreSQL ``to_tsquery``/``phraseto_tsquery`` calls over bound parameters. The access
-filter (``access.finding_filter``) is part of the same SQL statement, so a result, a count
-or a snippet can only come from a finding the user may read.
+User input never reaches a query language as it was typed: ``parse`` reduces it to words,
+"quoted phrases", ``OR`` and exclusions (``-word`` / ``NOT word``), or refuses it with a
+clear message (an unclosed quote, a dangling operator, too long). The parsed query is
+compiled into keyed term hashes (``compile_query``; the index holds no words, see
+``app.findings.search_index``) under the search key of every level the reader may read,
+bound as parameters. The access filter (``access.finding_filter``) is part of the same
+SQL statement, so a result, a count or a snippet can only come from a finding the user
+may read.
 
 Snippets are built here from the readable text (the finding, or a reply that is not
 hidden): everything is HTML-escaped first, then the matched words are wrapped in <mark>.
@@ -21,24 +22,31 @@ from typing import Any
 
 from markupsafe import Markup, escape
 from sqlalchemy import (
+    BigInteger,
     Float,
     Integer,
+    case,
+    cast,
     column,
     desc,
+    false,
     func,
     literal,
-    literal_column,
+    not_,
     null,
+    or_,
     select,
     table,
     union_all,
 )
 from sqlalchemy.exc import DBAPIError
 
-from app import access, state
+from app import access, sealing, state
 from app.auth.models import User
+from app.crypto.fields import ContentKeys
 from app.db import db
 from app.errors import ServiceError
+from app.findings import search_index
 from app.findings.models import Category, Finding, Reply
 from app.findings.service import FINDING_LOAD, highest_level, tune_postgres
 from app.pagination import page_args
@@ -48,7 +56,8 @@ MAX_QUERY_CHARS = 200
 MAX_TERMS = 12
 MAX_WORD_CHARS = 64
 SNIPPET_CHARS = 220
-PG_CONFIG = "english"
+TITLE_WEIGHT = 1.0  # a word in the title ranks above the same word in the body
+BODY_WEIGHT = 0.4
 REPLY_WEIGHT = 0.5  # a hit in a reply ranks below the same hit in the finding itself
 SEARCH_TIMEOUT_MS = 10_000  # PostgreSQL: a search that would run longer is refused
 # A broad search ranks only its newest hits: this many findings and this many replies
@@ -69,7 +78,8 @@ class SearchError(ServiceError):
 
 @dataclass(frozen=True)
 class Term:
-    """One word (matched as a prefix) or a phrase (words in this order)."""
+    """One word (matched by its stem, not as a prefix) or a phrase (words in this
+    order)."""
 
     words: tuple[str, ...]
 
@@ -168,45 +178,89 @@ def parse(raw: str | None) -> Query:
 # ---------------------------------------------------------------- compiling
 
 
-def fts5_match(query: Query) -> str:
-    """An FTS5 MATCH expression built only from double-quoted tokens (words hold letters
-    and digits only, so nothing inside a quote can be FTS syntax)."""
+@dataclass(frozen=True)
+class Match:
+    """A document matches when it has any hash of ``any_of``, or every hash of one of the
+    lists in ``all_of`` (a phrase: its adjacent pairs, under one key and in one field)."""
 
-    def term(t: Term) -> str:
-        return f'"{" ".join(t.words)}"' if t.phrase else f'"{t.words[0]}"*'
+    any_of: tuple[int, ...]
+    all_of: tuple[tuple[int, ...], ...]
 
-    positive = " AND ".join("(" + " OR ".join(term(t) for t in g) + ")" for g in query.groups)
-    if query.excluded:
-        return f"({positive}) NOT ({' OR '.join(term(t) for t in query.excluded)})"
-    return positive
+    @property
+    def empty(self) -> bool:
+        return not self.any_of and not self.all_of
 
 
-def pg_tsquery(query: Query) -> Any:
-    """A tsquery expression over bound parameters."""
-    from sqlalchemy import Text
-    from sqlalchemy.dialects.postgresql import TSQUERY
+@dataclass(frozen=True)
+class Compiled:
+    """A parsed query as term hashes under every search key the reader may use."""
 
-    config = literal_column(f"'{PG_CONFIG}'::regconfig")
+    groups: tuple[Match, ...]
+    excluded: Match
+    weights: tuple[tuple[float, tuple[int, ...]], ...]  # per positive word and field
 
-    def term(t: Term) -> Any:
-        if t.phrase:
-            return func.phraseto_tsquery(config, literal(" ".join(t.words), Text),
-                                         type_=TSQUERY)
-        return func.to_tsquery(config, literal(t.words[0] + ":*", Text), type_=TSQUERY)
 
-    def any_of(terms: tuple[Term, ...]) -> Any:
-        expr = term(terms[0])
-        for t in terms[1:]:
-            expr = expr.op("||", return_type=TSQUERY)(term(t))
-        return expr.self_group()
+def _match(terms: tuple[Term, ...], keys: list[bytes]) -> Match:
+    any_of: set[int] = set()
+    all_of: list[tuple[int, ...]] = []
+    for term in terms:
+        words = search_index.normal_words(term.words)
+        if len(words) == 1:
+            any_of.update(ContentKeys.term_hash(k, f"{f}:{words[0]}") for k in keys
+                          for f in "tb")
+        elif len(words) > 1:
+            pairs = [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+            for k in keys:
+                for f in "TB":
+                    all_of.append(tuple(sorted({ContentKeys.term_hash(k, f"{f}:{p}")
+                                                for p in pairs})))
+    return Match(tuple(sorted(any_of)), tuple(all_of))
 
-    expr = any_of(query.groups[0])
-    for group in query.groups[1:]:
-        expr = expr.op("&&", return_type=TSQUERY)(any_of(group))
-    if query.excluded:
-        expr = expr.op("&&", return_type=TSQUERY)(
-            func.tsquery_not(any_of(query.excluded), type_=TSQUERY))
-    return expr
+
+def compile_query(query: Query, levels: set[str] | list[str]) -> Compiled:
+    """Hash the query's terms under the search keys of ``levels`` (every key version in
+    the keyring), so it finds documents of every level the reader may read."""
+    keys = sealing.keys().search_keys(sorted(levels))
+    groups = tuple(_match(g, keys) for g in query.groups)
+    excluded = _match(query.excluded, keys)
+    weights: list[tuple[float, tuple[int, ...]]] = []
+    for word in dict.fromkeys(search_index.normal_words(query.positive_words())):
+        for field, weight in (("t", TITLE_WEIGHT), ("b", BODY_WEIGHT)):
+            weights.append((weight, tuple(ContentKeys.term_hash(k, f"{field}:{word}")
+                                          for k in keys)))
+    return Compiled(groups, excluded, tuple(weights))
+
+
+def _pg_array(values: tuple[int, ...]) -> Any:
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return cast(literal(list(values), ARRAY(BigInteger)), ARRAY(BigInteger))
+
+
+def _pg_match(m: Match, terms: Any) -> Any:
+    clauses = []
+    if m.any_of:
+        clauses.append(terms.op("&&")(_pg_array(m.any_of)))
+    clauses.extend(terms.op("@>")(_pg_array(a)) for a in m.all_of)
+    return or_(*clauses) if clauses else false()
+
+
+def _sqlite_match(m: Match, doc: Any, postings: Any, doc_col: str) -> Any:
+    clauses = []
+    pcol = postings.c[doc_col]
+    if m.any_of:
+        clauses.append(doc.in_(select(pcol).where(postings.c.term.in_(m.any_of))))
+    for hashes in m.all_of:
+        clauses.append(doc.in_(select(pcol).where(postings.c.term.in_(hashes))
+                               .group_by(pcol).having(func.count() == len(hashes))))
+    return or_(*clauses) if clauses else false()
+
+
+def _where(compiled: Compiled, match: Any) -> list[Any]:
+    clauses = [match(g) for g in compiled.groups]
+    if not compiled.excluded.empty:
+        clauses.append(not_(match(compiled.excluded)))
+    return clauses
 
 
 def _hit_queries(user: User, query: Query, extra: list[Any]) -> Any:
@@ -218,59 +272,66 @@ def _hit_queries(user: User, query: Query, extra: list[Any]) -> Any:
     indexed order with the access filter inside the same statement, then scored. A
     specific search has fewer hits than that and is ranked in full; a broad one (a word
     in a fifth of all documents, or in nearly all) ranks its newest hits instead of
-    scoring hundreds of thousands of documents, and says that it did (``capped``)."""
+    scoring hundreds of thousands of documents, and says that it did (``capped``).
+
+    The score of a document adds, for each searched word, TITLE_WEIGHT when its title has
+    the word and BODY_WEIGHT when its body has it (a reply: REPLY_WEIGHT times that)."""
     dialect = db.get_bind().dialect.name
     allowed = access.finding_filter(user)
+    compiled = compile_query(query, access.readable_levels(user))
     limit = RANK_CANDIDATES + 1
-    if dialect == "sqlite":
-        match = fts5_match(query)
-        fts_f = table("findings_fts", column("rowid", Integer))
-        fts_r = table("replies_fts", column("rowid", Integer))
-        f_match = literal_column("findings_fts").op("MATCH")(literal(match))
-        r_match = literal_column("replies_fts").op("MATCH")(literal(match))
-        f_score = -func.bm25(literal_column("findings_fts"), 10.0, 1.0, type_=Float)
-        r_score = -func.bm25(literal_column("replies_fts"), type_=Float) * REPLY_WEIGHT
-        # bm25 only works next to its MATCH, so the candidates carry their score; FTS5
-        # walks rowids in order, so the LIMIT stops the scan early
-        f_cand = (select(Finding.id.label("finding_id"), f_score.label("score"))
-                  .select_from(fts_f.join(Finding, Finding.id == fts_f.c.rowid))
-                  .where(f_match, allowed, *extra)
-                  .order_by(fts_f.c.rowid.desc()).limit(limit).subquery("f_cand"))
-        r_cand = (select(Reply.finding_id, Reply.id.label("reply_id"), r_score.label("score"))
-                  .select_from(fts_r.join(Reply, Reply.id == fts_r.c.rowid)
-                               .join(Finding, Finding.id == Reply.finding_id))
-                  .where(r_match, Reply.hidden.is_(False), allowed, *extra)
-                  .order_by(fts_r.c.rowid.desc()).limit(limit).subquery("r_cand"))
-        f_rank, r_rank = f_cand.c.score, r_cand.c.score
-    elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import TSVECTOR
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
 
-        tsq = pg_tsquery(query)
-        fts_f = table("findings_fts", column("finding_id", Integer), column("doc", TSVECTOR))
+        fts_f = table("findings_fts", column("finding_id", Integer),
+                      column("terms", ARRAY(BigInteger)))
         fts_r = table("replies_fts", column("reply_id", Integer),
-                      column("finding_id", Integer), column("doc", TSVECTOR))
-        # the candidates are chosen without scoring (a LIMIT subquery is never merged
-        # into the outer query, so ts_rank runs on the candidates only). The planner
-        # picks the plan by the words' frequency: for a rare word, the GIN index and a
-        # sort of its few hits; for a common one, the primary key backwards, stopping
-        # after RANK_CANDIDATES + 1 hits
-        f_cand = (select(fts_f.c.finding_id, fts_f.c.doc)
-                  .select_from(fts_f.join(Finding, Finding.id == fts_f.c.finding_id))
-                  .where(fts_f.c.doc.op("@@")(tsq), allowed, *extra)
-                  .order_by(fts_f.c.finding_id.desc()).limit(limit).subquery("f_cand"))
-        # replies_fts holds only visible replies (its trigger drops hidden ones) and
-        # carries finding_id, so the replies table itself is not needed here
-        r_cand = (select(fts_r.c.finding_id, fts_r.c.reply_id, fts_r.c.doc)
-                  .select_from(fts_r.join(Finding, Finding.id == fts_r.c.finding_id))
-                  .where(fts_r.c.doc.op("@@")(tsq), allowed, *extra)
-                  .order_by(fts_r.c.reply_id.desc()).limit(limit).subquery("r_cand"))
-        f_rank = func.ts_rank(f_cand.c.doc, tsq, type_=Float)
-        r_rank = func.ts_rank(r_cand.c.doc, tsq, type_=Float) * REPLY_WEIGHT
+                      column("finding_id", Integer), column("terms", ARRAY(BigInteger)))
+        f_where = _where(compiled, lambda m: _pg_match(m, fts_f.c.terms))
+        r_where = _where(compiled, lambda m: _pg_match(m, fts_r.c.terms))
+
+        def score(terms: Any) -> Any:
+            parts = [case((terms.op("&&")(_pg_array(h)), literal(w, Float)), else_=0.0)
+                     for w, h in compiled.weights]
+            total = parts[0] if parts else literal(0.0, Float)
+            for part in parts[1:]:
+                total = total + part
+            return total
+    elif dialect == "sqlite":
+        fts_f = table("findings_fts", column("finding_id", Integer), column("terms"))
+        fts_r = table("replies_fts", column("reply_id", Integer),
+                      column("finding_id", Integer), column("terms"))
+        f_post = table("findings_fts_terms", column("term", BigInteger),
+                       column("finding_id", Integer))
+        r_post = table("replies_fts_terms", column("term", BigInteger),
+                       column("reply_id", Integer))
+        f_where = _where(compiled, lambda m: _sqlite_match(m, fts_f.c.finding_id, f_post,
+                                                           "finding_id"))
+        r_where = _where(compiled, lambda m: _sqlite_match(m, fts_r.c.reply_id, r_post,
+                                                           "reply_id"))
+        spec = search_index.score_spec(compiled.weights)
+
+        def score(terms: Any) -> Any:
+            return func.enclave_score(terms, literal(spec), type_=Float)
     else:  # pragma: no cover
         raise ServiceError(f"Search is not available on {dialect}.")
-    finding_hits = select(f_cand.c.finding_id, null().label("reply_id"), f_rank.label("score"),
+    # the candidates are chosen without scoring (a LIMIT subquery is never merged into
+    # the outer query, so the score is computed for the candidates only)
+    f_cand = (select(fts_f.c.finding_id, fts_f.c.terms)
+              .select_from(fts_f.join(Finding, Finding.id == fts_f.c.finding_id))
+              .where(*f_where, allowed, *extra)
+              .order_by(fts_f.c.finding_id.desc()).limit(limit).subquery("f_cand"))
+    # replies_fts holds only visible replies (a hidden one is taken out of the index)
+    # and carries finding_id, so the replies table itself is not needed here
+    r_cand = (select(fts_r.c.finding_id, fts_r.c.reply_id, fts_r.c.terms)
+              .select_from(fts_r.join(Finding, Finding.id == fts_r.c.finding_id))
+              .where(*r_where, allowed, *extra)
+              .order_by(fts_r.c.reply_id.desc()).limit(limit).subquery("r_cand"))
+    finding_hits = select(f_cand.c.finding_id, null().label("reply_id"),
+                          score(f_cand.c.terms).label("score"),
                           literal(1).label("from_finding"))
-    reply_hits = select(r_cand.c.finding_id, r_cand.c.reply_id, r_rank, literal(0))
+    reply_hits = select(r_cand.c.finding_id, r_cand.c.reply_id,
+                        score(r_cand.c.terms) * REPLY_WEIGHT, literal(0))
     return union_all(finding_hits, reply_hits).subquery("hits")
 
 
@@ -367,9 +428,12 @@ def search(user: User, raw: str | None, args: dict[str, str] | None = None, *,
         select(Finding).options(*FINDING_LOAD)
         .where(Finding.id.in_([r.finding_id for r in rows])))}
     reply_ids = [r.reply_id for r in rows if not r.direct and r.reply_id is not None]
-    replies = {rid: body for rid, body in db.execute(
-        select(Reply.id, Reply.body).where(Reply.id.in_(reply_ids), Reply.hidden.is_(False)))
-    } if reply_ids else {}
+    # snippets come from the decrypted text of the results shown, nothing else
+    replies = {rid: sealing.reveal(Reply.body_sealed, rid, findings[fid].level, body)
+               for rid, fid, body in db.execute(
+                   select(Reply.id, Reply.finding_id, Reply.body_sealed)
+                   .where(Reply.id.in_(reply_ids), Reply.hidden.is_(False)))
+               if fid in findings} if reply_ids else {}
     terms = highlight_terms(query)
     results = []
     for row in rows:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Select, func, literal, select, text, tuple_, update
@@ -20,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased, defaultload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app import access, audit, state
+from app import access, audit, sealing, state
 from app.attachments import service as attachments
 from app.auth.models import User
 from app.db import db, utcnow
@@ -311,40 +312,58 @@ def _mark_read(user_id: int, finding_id: int) -> None:
 class ReplyView:
     """A reply as pages and the API show it: plain values read with one joined query
     (building ORM objects for a hundred replies and their authors costs several times
-    more than the query itself)."""
+    more than the query itself). Its texts arrive sealed and are opened on first use
+    (``app.sealing.reveal``), so a page opens only what it shows."""
 
     id: int
     finding_id: int
-    body: str
-    cached_html: str
+    level: str
+    body_sealed: bytes
+    html_sealed: bytes
     created_at: datetime
     hidden: bool
-    hidden_reason: str
+    reason_sealed: bytes
     author_username: str
     author_name: str
     author_org: str
     created_iso: str = ""
     created_text: str = ""
 
+    @cached_property
+    def body(self) -> str:
+        return sealing.reveal(Reply.body_sealed, self.id, self.level, self.body_sealed)
+
+    @cached_property
+    def cached_html(self) -> str:
+        return sealing.reveal(Reply.body_html_sealed, self.id, self.level, self.html_sealed)
+
+    @cached_property
+    def hidden_reason(self) -> str:
+        return sealing.reveal(Reply.hidden_reason_sealed, self.id, self.level,
+                              self.reason_sealed)
+
     @property
     def html(self) -> str:
         return self.cached_html or render_markdown(self.body)
 
 
-_REPLY_VIEW_COLUMNS = (Reply.id, Reply.finding_id, Reply.body, Reply.body_html,
-                       Reply.created_at, Reply.hidden, Reply.hidden_reason, User.username,
-                       User.display_name, Organization.name)
+_REPLY_VIEW_COLUMNS = (Reply.id, Reply.finding_id, Reply.body_sealed, Reply.body_html_sealed,
+                       Reply.created_at, Reply.hidden, Reply.hidden_reason_sealed,
+                       User.username, User.display_name, Organization.name)
 
 
-def _reply_views(query: Select[Any]) -> list[ReplyView]:
-    return [ReplyView(*row, row[4].isoformat(), row[4].strftime("%Y-%m-%d %H:%M"))
+def _reply_views(query: Select[Any], level: str) -> list[ReplyView]:
+    return [ReplyView(row[0], row[1], level, *row[2:], row[4].isoformat(),
+                      row[4].strftime("%Y-%m-%d %H:%M"))
             for row in db.execute(query)]
 
 
 def reply_view(reply: Reply) -> ReplyView:
     author = reply.author
-    return ReplyView(reply.id, reply.finding_id, reply.body, reply.body_html, reply.created_at,
-                     reply.hidden, reply.hidden_reason, author.username, author.display_name,
+    level = sealing.LevelLookup(db()).finding(reply.finding_id)
+    return ReplyView(reply.id, reply.finding_id, level, reply.body_sealed,
+                     reply.body_html_sealed, reply.created_at, reply.hidden,
+                     reply.hidden_reason_sealed, author.username, author.display_name,
                      author.org.name, reply.created_at.isoformat(),
                      reply.created_at.strftime("%Y-%m-%d %H:%M"))
 
@@ -358,7 +377,8 @@ def replies_page(user: User, finding: Finding, page: int = 1) -> Page:
              .where(Reply.finding_id == finding.id)
              .order_by(Reply.created_at, Reply.id)
              .limit(REPLIES_PER_PAGE).offset((page - 1) * REPLIES_PER_PAGE))
-    return Page(_reply_views(query), page, REPLIES_PER_PAGE, finding.reply_count)
+    return Page(_reply_views(query, finding.level), page, REPLIES_PER_PAGE,
+                finding.reply_count)
 
 
 def get_reply(user: User, reply_id: int) -> Reply:
@@ -784,7 +804,7 @@ def _scope(user: User, *, category: Category | None = None, level: str | None = 
 
 _Author = aliased(User, name="author")
 _FindingOrgRef = aliased(Organization, name="finding_org")
-_ROW_COLUMNS = (Finding.id, Finding.title, Finding.level, Finding.compartmented,
+_ROW_COLUMNS = (Finding.id, Finding.title_sealed, Finding.level, Finding.compartmented,
                 Finding.locked, Finding.reply_count, Finding.created_at, Finding.updated_at,
                 Finding.last_reply_at, _Author.display_name, _FindingOrgRef.name,
                 Category.name, Category.slug)
@@ -806,7 +826,8 @@ def _rows(query: Select[Any]) -> list[FindingRow]:
     for (ident, title, level, compartmented, locked, replies, created, updated, last_reply,
          author, org, category_name, category_slug) in raw:
         rows.append(FindingRow(
-            ident, title, level, compartmented, locked, replies, created, updated,
+            ident, sealing.reveal(Finding.title_sealed, ident, level, title), level,
+            compartmented, locked, replies, created, updated,
             last_reply, Ref(author), Ref(org),
             Ref(category_name, category_slug) if category_slug is not None else None,
             tuple(Ref(n) for n in sorted(names.get(ident, ()))),

@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -31,6 +32,14 @@ from app.auth.models import User
 from app.db import Base, utcnow
 from app.findings.models import Finding
 from app.orgs.models import Organization
+from app.sealing import LevelLookup, Sealed, public_level, sealed_text
+
+
+def _request_scope(cls: Any, finding_id: int) -> Any:
+    from sqlalchemy import select
+
+    return cls.request_id.in_(select(ReviewRequest.id)
+                              .where(ReviewRequest.finding_id == finding_id))
 
 
 class OrgAffiliation(Base):
@@ -57,7 +66,7 @@ class OrgAffiliation(Base):
     org_b: Mapped[Organization] = relationship(lazy="joined", foreign_keys=[org_b_id])
 
 
-class ConflictDeclaration(Base):
+class ConflictDeclaration(Base, Sealed):
     """A reviewer declared a conflict of interest on a finding: they are excluded from
     every flag and request about it."""
 
@@ -68,13 +77,15 @@ class ConflictDeclaration(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     finding_id: Mapped[int] = mapped_column(ForeignKey("findings.id", ondelete="CASCADE"),
                                             index=True)
-    reason: Mapped[str] = mapped_column(Text, default="")
+    reason_sealed: Mapped[bytes] = mapped_column("reason", LargeBinary, default=b"")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     user: Mapped[User] = relationship(lazy="joined")
 
+    reason = sealed_text("reason_sealed")
 
-class Flag(Base):
+
+class Flag(Base, Sealed):
     """A reader's dual-use concern about a finding; one reviewer resolves it."""
 
     __tablename__ = "review_flags"
@@ -84,13 +95,13 @@ class Flag(Base):
     finding_id: Mapped[int] = mapped_column(ForeignKey("findings.id", ondelete="CASCADE"),
                                             index=True)
     flagger_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    reason: Mapped[str] = mapped_column(Text)
+    reason_sealed: Mapped[bytes] = mapped_column("reason", LargeBinary)
     suggested_level: Mapped[str] = mapped_column(String(64))
     level_at_flag: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), default="open")
     outcome: Mapped[str] = mapped_column(String(16), default="")
     outcome_level: Mapped[str] = mapped_column(String(64), default="")
-    note: Mapped[str] = mapped_column(Text, default="")
+    note_sealed: Mapped[bytes] = mapped_column("note", LargeBinary, default=b"")
     resolved_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     resolved_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -100,13 +111,19 @@ class Flag(Base):
     resolved_by: Mapped[User | None] = relationship(lazy="joined",
                                                     foreign_keys=[resolved_by_id])
 
+    reason = sealed_text("reason_sealed")
+    note = sealed_text("note_sealed")
+
     @property
     def is_open(self) -> bool:
         return self.state == "open"
 
 
-class ReviewRequest(Base):
-    """A publication or declassification request and where it stands."""
+class ReviewRequest(Base, Sealed):
+    """A publication or declassification request and where it stands.
+
+    Its texts are sealed under the finding's level; once released, the public version
+    (title, body and the chosen files' names) is public content, stored readable."""
 
     __tablename__ = "review_requests"
     __table_args__ = (Index("ix_review_requests_state_submitted", "state", "submitted_at"),)
@@ -120,10 +137,11 @@ class ReviewRequest(Base):
     round: Mapped[int] = mapped_column(Integer, default=1)
     from_level: Mapped[str] = mapped_column(String(64))
     target_level: Mapped[str] = mapped_column(String(64))
-    public_title: Mapped[str] = mapped_column(String(300), default="")
-    public_body: Mapped[str] = mapped_column(Text, default="")
-    public_body_html: Mapped[str] = mapped_column(Text, default="")
-    note: Mapped[str] = mapped_column(Text, default="")
+    public_title_sealed: Mapped[bytes] = mapped_column("public_title", LargeBinary, default=b"")
+    public_body_sealed: Mapped[bytes] = mapped_column("public_body", LargeBinary, default=b"")
+    public_body_html_sealed: Mapped[bytes] = mapped_column("public_body_html", LargeBinary,
+                                                           default=b"")
+    note_sealed: Mapped[bytes] = mapped_column("note", LargeBinary, default=b"")
     embargo_until: Mapped[datetime | None]
     embargo_tz: Mapped[str] = mapped_column(String(64), default="UTC")
     content_sha256: Mapped[str] = mapped_column(String(64))
@@ -140,12 +158,39 @@ class ReviewRequest(Base):
     attachments: Mapped[list[RequestAttachment]] = relationship(
         cascade="all, delete-orphan", lazy="selectin", order_by="RequestAttachment.id")
 
+    public_title = sealed_text("public_title_sealed")
+    public_body = sealed_text("public_body_sealed")
+    public_body_html = sealed_text("public_body_html_sealed")
+    note = sealed_text("note_sealed")
+
+    PUBLIC_FIELDS = ("public_title", "public_body", "public_body_html")
+
     @property
     def is_publication(self) -> bool:
         return self.kind == "publication"
 
+    @property
+    def is_released(self) -> bool:
+        return self.state == "released"
 
-class RequestAttachment(Base):
+    def sealed_level(self, lookup: LevelLookup, field: str) -> str:
+        if field in self.PUBLIC_FIELDS and self.is_released:
+            return public_level()
+        return lookup.finding(self.finding_id)
+
+    def release_texts(self) -> None:
+        """Call before setting ``state`` to released: the public version becomes public
+        content (readable in the database), the rest stays sealed."""
+        texts = {name: getattr(self, name) for name in self.PUBLIC_FIELDS}
+        files = [(a, a.filename) for a in self.attachments]
+        self.state = "released"
+        for name, value in texts.items():
+            setattr(self, name, value)
+        for attachment, filename in files:
+            attachment.filename = filename
+
+
+class RequestAttachment(Base, Sealed):
     """An attachment chosen for the public version, with the facts the pin covers.
 
     ``attachment_id`` becomes NULL if the attachment is deleted later; the request then
@@ -159,13 +204,28 @@ class RequestAttachment(Base):
         ForeignKey("review_requests.id", ondelete="CASCADE"), index=True)
     attachment_id: Mapped[str | None] = mapped_column(
         ForeignKey("attachments.id", ondelete="SET NULL"), index=True)
-    filename: Mapped[str] = mapped_column(String(255))
+    filename_sealed: Mapped[bytes] = mapped_column("filename", LargeBinary)
     content_type: Mapped[str] = mapped_column(String(127), default="application/octet-stream")
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
 
+    filename = sealed_text("filename_sealed")
 
-class Escalation(Base):
+    def sealed_level(self, lookup: LevelLookup, field: str) -> str:
+        request = lookup.loaded(ReviewRequest, self.request_id)
+        if request is not None and "state" in request.__dict__:
+            if request.is_released:
+                return public_level()
+            return lookup.finding(request.finding_id)
+        state, finding_id = lookup.request_state(self.request_id)
+        return public_level() if state == "released" else lookup.finding(finding_id)
+
+    @classmethod
+    def sealed_scope(cls, finding_id: int) -> Any:
+        return _request_scope(cls, finding_id)
+
+
+class Escalation(Base, Sealed):
     """An admin's written decision to let a request past its blocking-risk reviews."""
 
     __tablename__ = "review_escalations"
@@ -175,13 +235,22 @@ class Escalation(Base):
         ForeignKey("review_requests.id", ondelete="CASCADE"), index=True)
     admin_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     round: Mapped[int] = mapped_column(Integer)
-    reason: Mapped[str] = mapped_column(Text)
+    reason_sealed: Mapped[bytes] = mapped_column("reason", LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     admin: Mapped[User] = relationship(lazy="joined")
 
+    reason = sealed_text("reason_sealed")
 
-class Review(Base):
+    def sealed_level(self, lookup: LevelLookup, field: str) -> str:
+        return lookup.finding(lookup.request_finding(self.request_id))
+
+    @classmethod
+    def sealed_scope(cls, finding_id: int) -> Any:
+        return _request_scope(cls, finding_id)
+
+
+class Review(Base, Sealed):
     """One reviewer's decision on one round of a request."""
 
     __tablename__ = "reviews"
@@ -200,7 +269,7 @@ class Review(Base):
     decision: Mapped[str] = mapped_column(String(16))
     risk: Mapped[str] = mapped_column(String(64))
     scores_json: Mapped[str] = mapped_column(Text, default="{}")
-    comment: Mapped[str] = mapped_column(Text, default="")
+    comment_sealed: Mapped[bytes] = mapped_column("comment", LargeBinary, default=b"")
     stale: Mapped[bool] = mapped_column(default=False)
     stale_reason: Mapped[str] = mapped_column(String(200), default="")
     escalation_id: Mapped[int | None] = mapped_column(
@@ -210,12 +279,21 @@ class Review(Base):
     reviewer: Mapped[User] = relationship(lazy="joined")
     reviewer_org: Mapped[Organization] = relationship(lazy="joined")
 
+    comment = sealed_text("comment_sealed")
+
+    def sealed_level(self, lookup: LevelLookup, field: str) -> str:
+        return lookup.finding(lookup.request_finding(self.request_id))
+
+    @classmethod
+    def sealed_scope(cls, finding_id: int) -> Any:
+        return _request_scope(cls, finding_id)
+
     @property
     def scores(self) -> dict[str, Any]:
         return json.loads(self.scores_json or "{}")
 
 
-class ReviewComment(Base):
+class ReviewComment(Base, Sealed):
     """The request's discussion: reviewers and the author (and admins) only."""
 
     __tablename__ = "review_comments"
@@ -225,14 +303,24 @@ class ReviewComment(Base):
     request_id: Mapped[int] = mapped_column(
         ForeignKey("review_requests.id", ondelete="CASCADE"))
     author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    body: Mapped[str] = mapped_column(Text)
-    body_html: Mapped[str] = mapped_column(Text, default="")
+    body_sealed: Mapped[bytes] = mapped_column("body", LargeBinary)
+    body_html_sealed: Mapped[bytes] = mapped_column("body_html", LargeBinary, default=b"")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     author: Mapped[User] = relationship(lazy="joined")
 
+    body = sealed_text("body_sealed")
+    body_html = sealed_text("body_html_sealed")
 
-class ReviewEvent(Base):
+    def sealed_level(self, lookup: LevelLookup, field: str) -> str:
+        return lookup.finding(lookup.request_finding(self.request_id))
+
+    @classmethod
+    def sealed_scope(cls, finding_id: int) -> Any:
+        return _request_scope(cls, finding_id)
+
+
+class ReviewEvent(Base, Sealed):
     """The history of one request or flag (also in the audit log), for its page."""
 
     __tablename__ = "review_events"
@@ -249,10 +337,24 @@ class ReviewEvent(Base):
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     actor_role: Mapped[str] = mapped_column(String(16), default="")
     audit_seq: Mapped[int] = mapped_column(Integer, default=0)
-    details: Mapped[str] = mapped_column(Text, default="{}")
+    details_sealed: Mapped[bytes] = mapped_column("details", LargeBinary, default=b"")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     actor: Mapped[User | None] = relationship(lazy="joined")
+
+    details = sealed_text("details_sealed")  # JSON; reasons are free text
+
+    def sealed_level(self, lookup: LevelLookup, field: str) -> str:
+        if self.request_id is not None:
+            return lookup.finding(lookup.request_finding(self.request_id))
+        return lookup.finding(lookup.flag_finding(self.flag_id))  # type: ignore[arg-type]
+
+    @classmethod
+    def sealed_scope(cls, finding_id: int) -> Any:
+        from sqlalchemy import or_, select
+
+        return or_(_request_scope(cls, finding_id),
+                   cls.flag_id.in_(select(Flag.id).where(Flag.finding_id == finding_id)))
 
     @property
     def details_dict(self) -> dict[str, Any]:

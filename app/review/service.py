@@ -615,7 +615,8 @@ def release(user: User, req: ReviewRequest) -> ReviewRequest:
     now = utcnow()
     t = tally_of(req)
     if req.kind == PUBLICATION:
-        req.state = RELEASED
+        req.release_texts()  # the public version becomes public content (readable)
+        assert req.state == RELEASED
         req.released_at = now
         req.released_by_id = user.id
         action = "review_request_released"

@@ -53,14 +53,15 @@ def to_sealed(table: str, columns: list[tuple[str, Any]], *, pk: str = "id") -> 
                     sa.column("updated_at", sa.DateTime(timezone=True)))
     from app.db import utcnow
 
+    empty = bind.execute(sa.text(f"SELECT 1 FROM {table} LIMIT 1")).first() is None  # noqa: S608
     exists = bind.execute(sa.select(jobs.c.kind).where(jobs.c.kind == "encrypt",
                                                        jobs.c.table_name == table)).first()
     if exists:
         bind.execute(jobs.update().where(jobs.c.kind == "encrypt", jobs.c.table_name == table)
-                     .values(last_id="", done=False, updated_at=utcnow()))
+                     .values(last_id="", done=empty, updated_at=utcnow()))
     else:
         bind.execute(jobs.insert().values(kind="encrypt", table_name=table, last_id="",
-                                          done=False, changed=0, updated_at=utcnow()))
+                                          done=empty, changed=0, updated_at=utcnow()))
     _forget_legacy_flag()
 
 

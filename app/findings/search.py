@@ -240,8 +240,8 @@ def _pg_array(values: tuple[int, ...]) -> Any:
 def _pg_match(m: Match, terms: Any) -> Any:
     clauses = []
     if m.any_of:
-        clauses.append(terms.op("&&")(_pg_array(m.any_of)))
-    clauses.extend(terms.op("@>")(_pg_array(a)) for a in m.all_of)
+        clauses.append(terms.bool_op("&&")(_pg_array(m.any_of)))
+    clauses.extend(terms.bool_op("@>")(_pg_array(a)) for a in m.all_of)
     return or_(*clauses) if clauses else false()
 
 
@@ -291,7 +291,7 @@ def _hit_queries(user: User, query: Query, extra: list[Any]) -> Any:
         r_where = _where(compiled, lambda m: _pg_match(m, fts_r.c.terms))
 
         def score(terms: Any) -> Any:
-            parts = [case((terms.op("&&")(_pg_array(h)), literal(w, Float)), else_=0.0)
+            parts = [case((terms.bool_op("&&")(_pg_array(h)), literal(w, Float)), else_=0.0)
                      for w, h in compiled.weights]
             total = parts[0] if parts else literal(0.0, Float)
             for part in parts[1:]:

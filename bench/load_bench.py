@@ -398,6 +398,9 @@ def main() -> int:
                                  "finding_100_replies", "search_two_words"])
     parser.add_argument("--seed", type=int, default=20261121,
                         help="the seed bench/findings_bench.py loaded with")
+    parser.add_argument("--keyring", default=None,
+                        help="the keyring bench/findings_bench.py sealed the load with "
+                             "(its --instance folder's keyring.json); copied for this run")
     args = parser.parse_args()
     url = args.database_url
     if not url.startswith("postgresql"):
@@ -413,6 +416,9 @@ def main() -> int:
 
     folder = Path(tempfile.mkdtemp(prefix="enclave-load-"))
     instance = folder / "instance"
+    if args.keyring:
+        instance.mkdir(parents=True, mode=0o700)
+        shutil.copy(args.keyring, instance / "keyring.json")
     secret_key = secrets.token_urlsafe(48)
     app = create_app({"env": "development", "database_url": url, "instance_path": instance,
                       "keyring_path": instance / "keyring.json", "secret_key": secret_key})

@@ -120,6 +120,13 @@ class Tally:
 # ------------------------------------------------------------------ set-up
 
 
+
+def _like(value: str, pattern: str) -> bool:
+    """SQL LIKE with % only, in Python (texts are encrypted in the database)."""
+    import fnmatch
+
+    return fnmatch.fnmatchcase(value, pattern.replace("%", "*"))
+
 def forget_soak_uploads(url: str) -> int:
     """Remove the soak's attachment rows: their keys go with the run's temporary keyring,
     and the app refuses to start on a database whose attachments its keyring cannot open
@@ -428,7 +435,7 @@ def check_writes(app: Any, ledger: Ledger, run: str, port: int, download_sample:
         audited = {(a, t) for a, t in db.execute(
             select(AuditEntry.action, AuditEntry.target_id).where(AuditEntry.action.in_(
                 ("finding_created", "attachment_uploaded"))))}
-        rows = {f.id: f for f in db.scalars(select(Finding).where(Finding.title.like(like)))}
+        rows = {f.id: f for f in db.scalars(select(Finding)) if _like(f.title, like)}
         for fid, sent in ledger.findings.items():
             row = rows.pop(fid, None)
             if row is None:
@@ -441,7 +448,7 @@ def check_writes(app: Any, ledger: Ledger, run: str, port: int, download_sample:
         for f in rows.values():
             if f not in late:
                 bad("finding not sent", f"{f.id} {f.title[:60]!r}")
-        replies = {r.id: r for r in db.scalars(select(Reply).where(Reply.body.like(f"%{like}")))}
+        replies = {r.id: r for r in db.scalars(select(Reply)) if _like(r.body, f"%{like}")}
         for rid, sent in ledger.replies.items():
             row = replies.pop(rid, None)
             if row is None:
@@ -454,7 +461,7 @@ def check_writes(app: Any, ledger: Ledger, run: str, port: int, download_sample:
             if r not in late_replies:
                 bad("reply not sent", str(r.id))
         atts = {a.id: a for a in db.scalars(select(Attachment).where(
-            Attachment.filename.like(like), Attachment.deleted_at.is_(None)))}
+            Attachment.deleted_at.is_(None))) if _like(a.filename, like)}
         for aid, sent in ledger.uploads.items():
             row = atts.pop(aid, None)
             if row is None:

@@ -19,11 +19,13 @@ from app.cli import enclave
 from app.db import db
 from app.findings import service
 from app.findings.models import Finding, Reply
-from tests.attachments_world import att_app, attach, payload  # noqa: F401
+from tests.attachments_world import att_app, attach, payload
 from tests.conftest import TEST_DB_URL, running_app
 from tests.factories import make_org, make_user
 from tests.findings_world import post, reply
 from tests.pg_private import private_database
+
+__all__ = ["att_app"]  # fixture
 
 
 def _world() -> dict[str, object]:

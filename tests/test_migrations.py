@@ -69,3 +69,46 @@ def test_finding_versions_count_the_kept_revisions(app):
         versions = dict(conn.execute(text("SELECT id, version FROM findings")).all())
     command.upgrade(cfg, "head")
     assert (versions[ids[0]], versions[ids[1]]) == (3, 1)
+
+
+def test_0007_encrypts_existing_rows_resumably_and_its_downgrade_decrypts(app):
+    """Down to 0006 the texts are plaintext again (and the FTS index is back); up to 0007
+    they are legacy envelopes until `enclave content encrypt` seals them and builds the
+    hashed index."""
+    from sqlalchemy import text
+
+    from app.cli import enclave
+    from app.db import db
+    from app.findings import search
+    from tests.factories import make_org, make_user
+    from tests.findings_world import post, reply
+
+    author = make_user(make_org("north"), name="carol")
+    finding = post(author, title="Axolotl title", body="axolotl body", level="restricted")
+    reply(author, finding, "axolotl reply")
+    fid = finding.id
+    db.close()
+    engine = app.extensions["enclave.engine"]
+    cfg = alembic_config(engine)
+    command.downgrade(cfg, "0006")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT title FROM findings WHERE id = :i"),
+                            {"i": fid}).scalar() == "Axolotl title"
+        assert conn.execute(text("SELECT body FROM replies")).scalar() == "axolotl reply"
+    command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        legacy = conn.execute(text("SELECT title FROM findings WHERE id = :i"),
+                              {"i": fid}).scalar()
+    assert bytes(legacy) == b"\x02Axolotl title"
+    assert search.search(author, "axolotl").total == 0  # no index until the job ran
+    result = app.test_cli_runner().invoke(enclave, ["content", "encrypt", "--batch-size", "1",
+                                                    "--max-batches", "1"])
+    assert result.exit_code == 0 and "not finished" in result.output, result.output
+    result = app.test_cli_runner().invoke(enclave, ["content", "encrypt"])
+    assert result.exit_code == 0 and "everything is encrypted" in result.output, result.output
+    with engine.connect() as conn:
+        sealed = bytes(conn.execute(text("SELECT title FROM findings WHERE id = :i"),
+                                    {"i": fid}).scalar())
+    assert sealed[0] == 1 and b"Axolotl" not in sealed
+    db.expire_all()
+    assert search.search(author, "axolotl").total == 1

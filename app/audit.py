@@ -63,6 +63,12 @@ class AuditEntry(Base, Sealed):
     def details_dict(self) -> dict[str, Any]:
         return json.loads(self.details or "{}")
 
+    def detail(self, key: str) -> Any:
+        """One detail, opened from the sealed content when it was sealed (for an
+        administrator's tools and tests; pages go through ``shown_details``)."""
+        content = self.content_dict
+        return content[key] if key in content else self.details_dict.get(key)
+
     @property
     def content_dict(self) -> dict[str, Any]:
         """The sealed detail fields, opened (an empty dict when there are none)."""

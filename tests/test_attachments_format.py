@@ -48,7 +48,7 @@ def _refused_with(client, headers, att, reason: str) -> None:  # type: ignore[no
     assert response.json["error"]["code"] == "integrity_error"
     failure = audit_actions("attachment_integrity_failure")[-1]
     assert failure.target_id == att.id
-    assert reason in failure.details_dict["reason"]
+    assert reason in failure.detail("reason")
 
 
 @pytest.mark.parametrize("size", [1, CHUNK, CHUNK + 1, 3 * MiB + 5])

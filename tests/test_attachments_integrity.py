@@ -220,7 +220,7 @@ def test_mid_stream_tampering_yields_only_authenticated_bytes(att_app, att_clien
     assert bytes(received) == data[:len(received)]
     failure = audit_actions("attachment_integrity_failure")[-1]
     assert failure.target_id == att.id
-    assert failure.details_dict["reason"] == "authentication failed while streaming"
+    assert failure.detail("reason") == "authentication failed while streaming"
 
 
 @pytest.mark.parametrize("kind", ["bit flip", "truncated and padded"])

@@ -113,9 +113,13 @@ def shown_details(viewer: Any, entry: AuditEntry) -> dict[str, Any]:
 def _seal_content(entry: AuditEntry, details: dict[str, Any]) -> dict[str, Any]:
     """Move the free text of a finding's event out of ``details`` into sealed content;
     ``details`` keeps a keyed commitment (HMAC under the app key) in its place."""
+    from flask import has_app_context
+
     fid = _finding_of(details)
     content = {k: details[k] for k in CONTENT_DETAILS if k in details and details[k]}
-    if fid is None or not content:
+    if fid is None or not content or not has_app_context():
+        # no keyring outside the app: only system text is recorded there (a download's
+        # integrity failure, reported from the response iterator after the request)
         return details
     from app import sealing, state
 

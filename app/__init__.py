@@ -57,8 +57,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
                 "sealed (anyone who reads the file has every key); seal it with "
                 "`enclave keys seal` and set ENCLAVE_KEYRING_PASSPHRASE_FILE or "
                 "ENCLAVE_KEYRING_COMMAND (ENCLAVE_KEYRING_UNSEALED=allow accepts it)")
-        log.warning("the keyring %s is not sealed: whoever reads the file has every key "
-                    "(`enclave keys seal` seals it with a passphrase)", settings.keyring_path)
+        if settings.env == "development":
+            log.warning("the keyring %s is not sealed: whoever reads the file has every "
+                        "key (`enclave keys seal` seals it with a passphrase)",
+                        settings.keyring_path)
     elif set(policy.level_keys()) - set(keyring.levels):
         # A level new to the keyring: add its key under a file lock, so that several
         # workers starting at once agree on one key.

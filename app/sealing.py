@@ -91,7 +91,7 @@ def is_public(level: str) -> bool:
 
 
 def allow_legacy() -> bool:
-    """True while migration 0007's plaintext rows wait for ``enclave content encrypt``."""
+    """True while migration 0011's plaintext rows wait for ``enclave content encrypt``."""
     if not has_app_context():
         return False
     from app.content.service import legacy_pending

@@ -151,7 +151,7 @@ def test_the_encrypt_job_seals_legacy_rows_resumably_and_builds_the_index(app):
     author = make_user(make_org("north"), name="carol")
     findings = [post(author, title=f"Numbat {i}", body=f"numbat body {i}") for i in range(5)]
     ids = [f.id for f in findings]
-    # what migration 0007 leaves behind: legacy plaintext envelopes and an empty index
+    # what migration 0011 leaves behind: legacy plaintext envelopes and an empty index
     for f in findings:
         db.execute(update(Finding).where(Finding.id == f.id).values(
             title_sealed=b"\x02" + f"Numbat {f.id}".encode(),

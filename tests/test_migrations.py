@@ -71,8 +71,8 @@ def test_finding_versions_count_the_kept_revisions(app):
     assert (versions[ids[0]], versions[ids[1]]) == (3, 1)
 
 
-def test_0007_encrypts_existing_rows_resumably_and_its_downgrade_decrypts(app):
-    """Down to 0006 the texts are plaintext again (and the FTS index is back); up to 0007
+def test_0011_encrypts_existing_rows_resumably_and_its_downgrade_decrypts(app):
+    """Down to 0010 the texts are plaintext again (and the FTS index is back); up to 0011
     they are legacy envelopes until `enclave content encrypt` seals them and builds the
     hashed index."""
     from sqlalchemy import text
@@ -90,7 +90,7 @@ def test_0007_encrypts_existing_rows_resumably_and_its_downgrade_decrypts(app):
     db.close()
     engine = app.extensions["enclave.engine"]
     cfg = alembic_config(engine)
-    command.downgrade(cfg, "0006")
+    command.downgrade(cfg, "0010")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT title FROM findings WHERE id = :i"),
                             {"i": fid}).scalar() == "Axolotl title"

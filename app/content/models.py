@@ -11,7 +11,7 @@ from app.db import Base, utcnow
 
 
 class ContentJob(Base):
-    """``kind`` is ``encrypt`` (rows migration 0007 left as plaintext) or ``rotate``
+    """``kind`` is ``encrypt`` (rows migration 0011 left as plaintext) or ``rotate``
     (values not yet under the active key versions). ``last_id`` is the highest row id of
     ``table_name`` done so far; ``done`` once the table is finished. A job with rows not
     done is resumed where it stopped."""

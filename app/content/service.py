@@ -37,7 +37,7 @@ class JobReport:
 
 
 def legacy_pending() -> bool:
-    """True when migration 0007 (or a later one) left rows for ``enclave content
+    """True when migration 0011 (or a later one) left rows for ``enclave content
     encrypt`` (cached per app; the job clears it)."""
     ext = current_app.extensions
     if "enclave.content_legacy" not in ext:

@@ -156,6 +156,7 @@ def _register_blueprints(app: Flask) -> None:
     from app.review.views import bp as review_bp
     from app.scim.views import bp as scim_bp
     from app.sso.views import bp as sso_bp
+    from app.traceability.views import bp as traceability_bp
 
     app.register_blueprint(main_bp)
     app.register_blueprint(ops_bp)
@@ -168,6 +169,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(notifications_bp)
     app.register_blueprint(attachments_bp)
     app.register_blueprint(review_bp)
+    app.register_blueprint(traceability_bp)
     app.register_blueprint(public_bp)
     app.register_blueprint(sso_bp)
     app.register_blueprint(scim_bp)

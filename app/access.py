@@ -2,11 +2,19 @@
 
 A user may read a finding when all hold:
 1. the user is active and their organization is trusted;
-2. the finding's level <= the user's effective clearance = min(clearance, org ceiling);
-3. the user acknowledged the current version of every NDA the level requires;
+2. the finding's level <= the user's effective clearance = min(clearance, org ceiling),
+   where a clearance grant past its end date counts as the lowest level (public), and the
+   ceiling counts only up to the highest level whose ``revet_days`` have not run out
+   since an admin last vetted the organization;
+3. the user acknowledged the current version of every NDA the level requires, within the
+   level's ``renew_days`` when it has them;
 4. the user has two-factor authentication on, if the level requires it, and, where the
    level requires a phishing-resistant factor (``mfa = "passkey"``), proved a passkey;
 5. if the finding names organizations (a compartment), the user's organization is one.
+
+Time comes from ``app.clock`` once per request (the subject's ``now``), so a grant lapses
+on the very next request, and the SQL form, built from the same ``readable_levels``,
+agrees on both databases.
 
 ``readable_levels`` + ``in_compartment`` are the Python form; ``finding_filter`` /
 ``visible_findings`` build the SQL form from the same ``readable_levels``. Every list,
@@ -24,17 +32,19 @@ factors count: enrolled 2FA, a registered passkey.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select
 
-from app import state
+from app import clock, state
 from app.db import db
 from app.errors import MfaRequired, NdaRequired, NotFound, PasskeyRequired
 from app.findings.models import Finding, FindingOrg
 from app.ndas.models import NdaAcknowledgement
-from app.policy import Policy
+from app.policy import Level, Policy
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,16 @@ class Subject:
     org_ceiling: str
     mfa: bool
     acknowledged: frozenset[tuple[str, int]]
+    #: when each acknowledged (key, version) was last signed (renewal); a pair missing
+    #: here counts as signed long ago (it lapses at any level with ``renew_days``)
+    signed_at: Mapping[tuple[str, int], datetime] = field(default_factory=dict, hash=False,
+                                                          compare=False)
+    #: the clearance grant's end (None: none)
+    clearance_expires_at: datetime | None = None
+    #: when an admin last vetted the organization (None: never)
+    org_vetted_at: datetime | None = None
+    #: the time the rule is judged at: one instant for the whole request
+    now: datetime = field(default_factory=clock.now)
     passkey: bool = False
 
 
@@ -68,19 +88,34 @@ class Denial(enum.Enum):
 
 
 _CACHE_ATTR = "_enclave_access_subject"
+#: outside a request (commands, background sends) cached facts are judged again after
+#: this long, so a long-running command does not judge grants at its start time
+_UNSCOPED_CACHE = timedelta(seconds=1)
+
+
+def _request_key() -> str | None:
+    """What scopes the cached facts: the request (its id), so that no object carried from
+    one request to the next (a session kept open across requests, as tests do) brings
+    facts, or the time they were judged at, along. None outside a request."""
+    from flask import g, has_request_context
+
+    return g.get("request_id") if has_request_context() else None
 
 
 def subject_for(user: Any) -> Subject | None:
     """Build (and cache on the user object for this request) the reader's facts."""
     if user is None or not getattr(user, "is_authenticated", False):
         return None
+    key = _request_key()
     cached = getattr(user, _CACHE_ATTR, None)
-    if cached is not None:
-        return cached
+    if cached is not None and cached[0] == key and (
+            key is not None or abs(clock.now() - cached[1].now) < _UNSCOPED_CACHE):
+        return cached[1]
     acks = db.execute(
-        select(NdaAcknowledgement.nda_key, NdaAcknowledgement.version).where(
-            NdaAcknowledgement.user_id == user.id
-        )
+        select(NdaAcknowledgement.nda_key, NdaAcknowledgement.version,
+               func.max(NdaAcknowledgement.created_at))
+        .where(NdaAcknowledgement.user_id == user.id)
+        .group_by(NdaAcknowledgement.nda_key, NdaAcknowledgement.version)
     ).all()
     mfa, passkey = _factors(user)
     subject = Subject(
@@ -91,10 +126,14 @@ def subject_for(user: Any) -> Subject | None:
         clearance=user.clearance,
         org_ceiling=user.org.ceiling,
         mfa=mfa,
-        acknowledged=frozenset((k, v) for k, v in acks),
+        acknowledged=frozenset((k, v) for k, v, _ in acks),
         passkey=passkey,
+        signed_at={(k, v): as_utc(at) for k, v, at in acks},
+        clearance_expires_at=getattr(user, "clearance_expires_at", None),
+        org_vetted_at=getattr(user.org, "vetted_at", None),
+        now=clock.now(),
     )
-    setattr(user, _CACHE_ATTR, subject)
+    setattr(user, _CACHE_ATTR, (key, subject))
     return subject
 
 
@@ -132,13 +171,89 @@ def _subject(user_or_subject: Any) -> Subject | None:
     return subject_for(user_or_subject)
 
 
-def effective_clearance(user: Any, policy: Policy | None = None) -> str | None:
-    """min(user clearance, org ceiling) by level rank; None when either is unknown."""
+#: the lapse time of a grant that never started (never vetted, never signed)
+LONG_AGO = datetime.min.replace(tzinfo=UTC)
+
+
+def as_utc(at: datetime) -> datetime:
+    """``func.max`` over a UTC column comes back naive on SQLite."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
+def clearance_lapsed(user: Any) -> bool:
+    """The clearance grant had an end date and it has passed."""
+    s = _subject(user)
+    return (s is not None and s.clearance_expires_at is not None
+            and s.now >= s.clearance_expires_at)
+
+
+def granted_clearance(user: Any, policy: Policy | None = None) -> str | None:
+    """The clearance the grant gives now: the lowest level once it lapsed."""
     policy = policy or state.policy()
     s = _subject(user)
-    if s is None or not (policy.is_level(s.clearance) and policy.is_level(s.org_ceiling)):
+    if s is None or not policy.is_level(s.clearance):
         return None
-    return min(s.clearance, s.org_ceiling, key=policy.rank)
+    return policy.lowest().key if clearance_lapsed(s) else s.clearance
+
+
+def trust_lapses_at(vetted_at: datetime | None, level: Level) -> datetime | None:
+    """When an organization vetted at ``vetted_at`` stops being trusted at ``level``
+    (None: never). Never vetted counts as lapsed long ago."""
+    if not level.revet_days:
+        return None
+    if vetted_at is None:
+        return LONG_AGO
+    return vetted_at + timedelta(days=level.revet_days)
+
+
+def vetted_ceiling(user: Any, policy: Policy | None = None) -> str | None:
+    """The organization's ceiling, cut down to the highest level whose trust has not
+    lapsed (``revet_days``; the loader makes them shrink going up, so every level below
+    a vetted one is vetted too)."""
+    policy = policy or state.policy()
+    s = _subject(user)
+    if s is None or not policy.is_level(s.org_ceiling):
+        return None
+    ceiling = policy.lowest().key
+    for level in policy.levels_up_to(s.org_ceiling):
+        lapses = trust_lapses_at(s.org_vetted_at, level)
+        if lapses is not None and s.now >= lapses:
+            break
+        ceiling = level.key
+    return ceiling
+
+
+def effective_clearance(user: Any, policy: Policy | None = None) -> str | None:
+    """min(granted clearance, vetted org ceiling) by level rank; None when either is
+    unknown."""
+    policy = policy or state.policy()
+    s = _subject(user)
+    if s is None:
+        return None
+    granted, ceiling = granted_clearance(s, policy), vetted_ceiling(s, policy)
+    if granted is None or ceiling is None:
+        return None
+    return min(granted, ceiling, key=policy.rank)
+
+
+def nda_lapses_at(signed_at: datetime | None, level: Level) -> datetime | None:
+    """When a signature made at ``signed_at`` stops counting for ``level`` (None: not
+    by time; it still lapses when the NDA's version changes)."""
+    if not level.renew_days:
+        return None
+    if signed_at is None:
+        return LONG_AGO
+    return signed_at + timedelta(days=level.renew_days)
+
+
+def nda_holds(s: Subject, key: str, level: Level, policy: Policy) -> bool:
+    """The subject signed the current version of NDA ``key``, recently enough for
+    ``level``."""
+    pair = (key, policy.ndas[key].version)
+    if pair not in s.acknowledged:
+        return False
+    lapses = nda_lapses_at(s.signed_at.get(pair), level)
+    return lapses is None or s.now < lapses
 
 
 def in_good_standing(user: Any) -> bool:
@@ -147,14 +262,14 @@ def in_good_standing(user: Any) -> bool:
 
 
 def missing_ndas(user: Any, level: str, policy: Policy | None = None) -> list[str]:
-    """NDA keys (current versions) the user still owes for ``level``."""
+    """NDA keys the user still owes for ``level``: never signed in their current
+    version, or signed longer ago than the level's ``renew_days``."""
     policy = policy or state.policy()
     s = _subject(user)
-    acked = s.acknowledged if s else frozenset()
-    return [
-        key for key in policy.level(level).ndas
-        if (key, policy.ndas[key].version) not in acked
-    ]
+    lv = policy.level(level)
+    if s is None:
+        return list(lv.ndas)
+    return [key for key in lv.ndas if not nda_holds(s, key, lv, policy)]
 
 
 def readable_levels(user: Any, policy: Policy | None = None) -> set[str]:

@@ -202,6 +202,19 @@ def org_scim_token(slug: str) -> None:
     click.echo(f"SCIM token for {org.slug} (base URL <site>/scim/v2/{org.slug}); "
                "earlier tokens are revoked; it is shown once:")
     click.echo(plaintext)
+@org_group.command("renew")
+@click.argument("slug")
+@service_command
+def org_renew(slug: str) -> None:
+    """Record that an admin re-vetted SLUG: its trust runs for another revet_days."""
+    from app.orgs import service
+
+    org = service.get_org(slug)
+    service.renew_trust(None, org)
+    lapse = service.trust_lapse(org)
+    until = (f"; next re-vetting due {lapse.at:%Y-%m-%d %H:%M} UTC ({lapse.label})"
+             if lapse else "; no level asks for re-vetting")
+    click.echo(f"{org.slug} re-vetted{until}")
 
 
 @org_group.command("list")
@@ -212,6 +225,80 @@ def org_list() -> None:
     for org in service.list_orgs():
         click.echo(f"{org.slug}\t{org.status}\t{org.ceiling}\t{','.join(org.domain_names)}"
                    f"\t{org.name}")
+
+
+# ------------------------------------------------------------------ expiry
+
+expiry_group = AppGroup("expiry", help="Grants that lapse: clearance end dates, NDA "
+                                       "renewal, organizations' re-vetting.")
+enclave.add_command(expiry_group)
+
+
+@expiry_group.command("list")
+@click.option("--days", type=click.IntRange(0, 3650), default=None,
+              help="How far ahead to look (default: ENCLAVE_EXPIRY_WARNING_DAYS).")
+@service_command
+def expiry_list(days: int | None) -> None:
+    """What lapses within DAYS: one line each (time, kind, who, what)."""
+    from app.expiry import service
+
+    for lapse in service.upcoming(days):
+        click.echo(f"{lapse.lapses_at:%Y-%m-%d %H:%M} UTC\t{lapse.kind}\t{lapse.subject}"
+                   f"\t{lapse.what}")
+
+
+@expiry_group.command("warn")
+@click.option("--dry-run", is_flag=True, help="Say what would be sent; send nothing.")
+@service_command
+def expiry_warn(dry_run: bool) -> None:
+    """E-mail a warning for each grant lapsing within ENCLAVE_EXPIRY_WARNING_DAYS, once.
+    Run it daily (cron or a systemd timer)."""
+    from app.expiry import service
+
+    sent = service.send_warnings(dry_run=dry_run)
+    verb = "would warn" if dry_run else "warned"
+    for lapse in sent:
+        click.echo(f"{verb}: {lapse.what} lapses {lapse.lapses_at:%Y-%m-%d %H:%M} UTC "
+                   f"({len(lapse.recipients)} recipient(s))")
+    click.echo(f"{len(sent)} warning(s) {'to send' if dry_run else 'sent'}")
+
+
+# ------------------------------------------------------------------ tracing
+
+
+@enclave.command("trace")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--code", default=None, help="A copy code read off the file by a person "
+                                           "(e.g. from a photo of a screen).")
+@service_command
+def trace_cmd(file: str | None, code: str | None) -> None:
+    """Which recorded copy FILE (a leaked file) came from: exit 0 when one copy is
+    identified, 3 when it cannot tell."""
+    from pathlib import Path
+
+    from app.traceability import service
+
+    if bool(file) == bool(code):
+        fail("give a FILE or --code (one of them)", 2)
+    if file:
+        path = Path(file)
+        if not path.is_file():
+            fail(f"no such file: {file}", 2)
+        result = service.trace_file(path)
+        service.audit_trace(None, result, f"cli {path.name[:80]}")
+    else:
+        result = service.trace_code(code or "")
+        service.audit_trace(None, result, "cli code")
+    for found in result.found:
+        copy = found.copy
+        owner = (f"copy {copy.code} for {service.describe_reader(copy.user)}, "
+                 f"{copy.created_at:%Y-%m-%d %H:%M:%S} UTC from {copy.ip or 'unknown address'}"
+                 f" (attachment {copy.attachment_id}, finding #{copy.finding_id}, "
+                 f"{copy.kind})" if copy else "no such copy recorded")
+        click.echo(f"{found.how}: {found.value} -> {owner}")
+    click.echo(result.verdict())
+    if result.identified is None:
+        sys.exit(3)
 
 
 # ------------------------------------------------------------------ users
@@ -263,13 +350,19 @@ def user_add(email: str, org_slug: str, clearance: str, role: str, password_stdi
 @user_group.command("clearance")
 @click.argument("email")
 @click.argument("level")
+@click.option("--until", "until_text", default=None, metavar="YYYY-MM-DD",
+              help="Last day the grant holds (UTC); without it the grant has no end date.")
 @service_command
-def user_clearance(email: str, level: str) -> None:
+def user_clearance(email: str, level: str, until_text: str | None) -> None:
+    """Grant LEVEL to EMAIL, replacing the previous grant (and its end date)."""
     from app.auth import service
 
     user = _get_user(email)
-    service.set_clearance(None, user, level)
-    click.echo(f"{user.email} clearance is {user.clearance}")
+    until = service.parse_until(until_text)
+    service.set_clearance(None, user, level, until=until)
+    ends = f" until {until.isoformat()} (lapses {service.grant_end(until):%Y-%m-%d %H:%M} UTC)" \
+        if until else " (no end date)"
+    click.echo(f"{user.email} clearance is {user.clearance}{ends}")
 
 
 @user_group.command("disable")

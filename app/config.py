@@ -86,6 +86,8 @@ class Settings:
     secure_cookies: bool
     proxy_count: int
     max_body_chars: int = 100_000
+    #: warning e-mails go this many days before a grant, NDA signature or trust lapses
+    expiry_warning_days: int = 14
     metrics_allow: list[Any] = field(default_factory=list)
     json_logs: bool = False
     generated: list[str] = field(default_factory=list)
@@ -130,6 +132,7 @@ def load_settings(overrides: dict[str, object] | None = None) -> Settings:
         "secure_cookies": _env_bool("SECURE_COOKIES", env == "production"),
         "proxy_count": _env_int("PROXY_COUNT", 0),
         "max_body_chars": _env_int("MAX_BODY_CHARS", 100_000),
+        "expiry_warning_days": _env_int("EXPIRY_WARNING_DAYS", 14),
         "metrics_allow": _networks(_env("METRICS_ALLOW", "127.0.0.1/32,::1/128") or ""),
         "json_logs": _env_bool("LOG_JSON", env == "production"),
     }
@@ -154,6 +157,8 @@ def _validate(settings: Settings) -> None:
             raise ConfigError("production settings refused: " + "; ".join(problems))
     if settings.password_reset_minutes < 1:
         raise ConfigError("ENCLAVE_PASSWORD_RESET_MINUTES must be at least 1")
+    if not 1 <= settings.expiry_warning_days <= 365:
+        raise ConfigError("ENCLAVE_EXPIRY_WARNING_DAYS must be between 1 and 365")
     if settings.min_password_length < 8:
         raise ConfigError("ENCLAVE_MIN_PASSWORD_LENGTH must be at least 8")
 

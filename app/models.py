@@ -11,6 +11,7 @@ from app.auth.models import (
     User,
 )
 from app.content.models import ContentJob
+from app.expiry.models import ExpiryNotice
 from app.findings.models import (
     Category,
     Finding,
@@ -36,10 +37,11 @@ from app.review.models import (
 from app.scim.models import ScimToken
 from app.sso.models import OrgSso, SsoSession
 from app.submissions.models import FormSubmission
+from app.traceability.models import AttachmentCopy
 
 __all__ = [
-    "ApiToken", "Attachment", "AuditEntry", "ContentJob", "Category", "Finding", "FindingOrg",
-    "FindingRead",
+    "ApiToken", "Attachment", "AttachmentCopy", "AuditEntry", "ContentJob", "Category",
+    "ExpiryNotice", "Finding", "FindingOrg", "FindingRead",
     "FindingRevision", "Invitation", "NdaAcknowledgement", "Notification", "OrgDomain",
     "Organization", "Passkey", "PasswordReset", "RecoveryCode", "Reply", "User", "Watch",
     "ConflictDeclaration", "Escalation", "Flag", "OrgAffiliation", "RequestAttachment",

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "DOWNLOAD_MODES",
     "LEVELS_FILE",
     "NDA_DIR",
     "PUBLIC_LEVEL",
@@ -88,6 +89,11 @@ _LEVEL_FIELDS = (
     "attachments",
     "max_attachment_mb",
 )
+#: Optional level fields (traceability and expiry), with the value an absent field means.
+_LEVEL_OPTIONAL_FIELDS = ("downloads", "watermark", "renew_days", "revet_days")
+#: What a level lets readers take away, least strict first: the file as uploaded, a
+#: per-reader stamped copy, or nothing (view in the page only).
+DOWNLOAD_MODES = ("original", "stamped", "view-only")
 _NDA_FIELDS = ("title", "version", "binding", "summary")
 _REVIEW_FIELDS = (
     "quorum",
@@ -137,6 +143,23 @@ class Level:
     attachments: bool
     max_attachment_mb: int
     rank: int
+    #: ``original`` | ``stamped`` | ``view-only`` (see DOWNLOAD_MODES)
+    downloads: str = "original"
+    #: pages showing this level's content carry the reader's on-screen watermark
+    watermark: bool = False
+    #: NDA signatures count for this level for this many days (0: until the version changes)
+    renew_days: int = 0
+    #: an organization's trust up to this level lapses this many days after an admin
+    #: last vetted it (0: never)
+    revet_days: int = 0
+
+    @property
+    def stamped(self) -> bool:
+        return self.downloads == "stamped"
+
+    @property
+    def view_only(self) -> bool:
+        return self.downloads == "view-only"
 
     @property
     def needs_passkey(self) -> bool:
@@ -398,14 +421,16 @@ class _File:
             self.error("", f"cannot parse: {message}")
             return None
 
-    def fields(self, table: Mapping[str, Any], path: str, allowed: Sequence[str]) -> None:
+    def fields(self, table: Mapping[str, Any], path: str, allowed: Sequence[str],
+               optional: Sequence[str] = ()) -> None:
         """Report missing fields and unknown ones (with a spelling hint)."""
         for name in allowed:
             if name not in table:
                 self.error(path, f"missing field {name!r}")
+        known = [*allowed, *optional]
         for name in table:
-            if name not in allowed:
-                hint = difflib.get_close_matches(name, allowed, n=1)
+            if name not in known:
+                hint = difflib.get_close_matches(name, known, n=1)
                 suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
                 self.error(path, f"unknown field {name!r}{suggestion}")
 
@@ -419,23 +444,37 @@ class _File:
             return None
         return value.strip()
 
-    def boolean(self, table: Mapping[str, Any], key: str, path: str) -> bool | None:
+    def boolean(self, table: Mapping[str, Any], key: str, path: str, *,
+                default: bool | None = None) -> bool | None:
         if key not in table:
-            return None
+            return default
         value = table[key]
         if not isinstance(value, bool):
             self.error(_join(path, key), f"must be true or false (got {_describe(value)})")
             return None
         return value
 
-    def integer(self, table: Mapping[str, Any], key: str, path: str, *, minimum: int) -> int | None:
+    def integer(self, table: Mapping[str, Any], key: str, path: str, *, minimum: int,
+                default: int | None = None) -> int | None:
         if key not in table:
-            return None
+            return default
         value = table[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             self.error(
                 _join(path, key), f"must be an integer >= {minimum} (got {_describe(value)})"
             )
+            return None
+        return value
+
+    def choice(self, table: Mapping[str, Any], key: str, path: str, choices: Sequence[str],
+               *, default: str) -> str | None:
+        if key not in table:
+            return default
+        value = table[key]
+        if value not in choices:
+            self.error(_join(path, key),
+                       f"must be one of {', '.join(repr(c) for c in choices)} "
+                       f"(got {_describe(value)})")
             return None
         return value
 
@@ -620,7 +659,7 @@ def _parse_levels(
     labels: dict[str, int] = {}
     for index, table in enumerate(tables):
         path = f"levels[{index}]"
-        file.fields(table, path, _LEVEL_FIELDS)
+        file.fields(table, path, _LEVEL_FIELDS, optional=_LEVEL_OPTIONAL_FIELDS)
         key = file.slug(table, "key", path)
         if key is not None:
             if key in first_index:
@@ -678,13 +717,33 @@ def _parse_levels(
             )
             max_mb = None
 
-        values = (key, label, colour, description, ndas, mfa, requires_compartment, attachments)
+        downloads = file.choice(table, "downloads", path, DOWNLOAD_MODES, default="original")
+        watermark = file.boolean(table, "watermark", path, default=False)
+        renew_days = file.integer(table, "renew_days", path, minimum=0, default=0)
+        revet_days = file.integer(table, "revet_days", path, minimum=0, default=0)
+        if key == PUBLIC_LEVEL:
+            for name, value, plain in (("downloads", downloads, "original"),
+                                       ("watermark", watermark, False),
+                                       ("renew_days", renew_days, 0),
+                                       ("revet_days", revet_days, 0)):
+                if value is not None and value != plain:
+                    file.error(f"{path}.{name}",
+                               f"must be {_describe(plain)} for the {PUBLIC_LEVEL!r} level: "
+                               f"public content is not marked, renewed or re-vetted "
+                               f"(got {_describe(value)})")
+                    downloads = None if name == "downloads" else downloads
+                    watermark = None if name == "watermark" else watermark
+
+        values = (key, label, colour, description, ndas, mfa, requires_compartment, attachments,
+                  downloads, watermark, renew_days, revet_days)
         if any(value is None for value in values) or max_mb is None:
             levels.append(None)
             continue
         assert key is not None and label is not None and colour is not None
         assert description is not None and ndas is not None and mfa is not None
         assert requires_compartment is not None and attachments is not None
+        assert downloads is not None and watermark is not None
+        assert renew_days is not None and revet_days is not None
         levels.append(
             Level(
                 key=key,
@@ -697,6 +756,10 @@ def _parse_levels(
                 attachments=attachments,
                 max_attachment_mb=max_mb,
                 rank=index,
+                downloads=downloads,
+                watermark=watermark,
+                renew_days=renew_days,
+                revet_days=revet_days,
             )
         )
 
@@ -735,6 +798,28 @@ def _parse_levels(
                 f'must be "{MFA_PASSKEY}": the level below ({below.key!r}) already '
                 "requires a passkey",
             )
+        # Traceability and expiry only get stricter going up, like NDAs and MFA: a
+        # reader never keeps a higher level while losing a lower one.
+        if DOWNLOAD_MODES.index(level.downloads) < DOWNLOAD_MODES.index(below.downloads):
+            file.error(
+                f"levels[{index}].downloads",
+                f"must be at least as strict as the level below ({below.key!r}: "
+                f"{below.downloads!r}); from least to most strict: "
+                f"{', '.join(DOWNLOAD_MODES)} (got {level.downloads!r})",
+            )
+        if below.watermark and not level.watermark:
+            file.error(
+                f"levels[{index}].watermark",
+                f"must be true: the level below ({below.key!r}) already shows a watermark",
+            )
+        for name in ("renew_days", "revet_days"):
+            mine, theirs = getattr(level, name), getattr(below, name)
+            if theirs and (not mine or mine > theirs):
+                file.error(
+                    f"levels[{index}].{name}",
+                    f"must be between 1 and {theirs}: the level below ({below.key!r}) "
+                    f"already lapses after {theirs} days (got {mine})",
+                )
 
     if any(level is None for level in levels):
         return None, global_max, quota

@@ -29,7 +29,7 @@ from markupsafe import escape
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from app import access, state
+from app import access, clock, state
 from app.auth.models import Role
 from app.config import Settings
 from app.crypto.fields import FieldIntegrityError
@@ -128,7 +128,10 @@ def install_web_hooks(app: Flask, settings: Settings) -> None:
                 "effective": access.effective_clearance(current_user),
                 "levels": access.readable_levels(current_user),
             }
+        from app.auth.service import grant_until
+
         return {"policy": policy, "banner": banner, "Role": Role,
+                "clearance_lapsed": _clearance_lapsed, "grant_until": grant_until,
                 "min_password_length": state.settings().min_password_length,
                 "csp_nonce": getattr(g, "csp_nonce", "")}
 
@@ -230,6 +233,11 @@ def install_web_hooks(app: Flask, settings: Settings) -> None:
         if wants_json():
             return json_error(500, "internal_error", message)
         return _error_page(500, message)
+
+
+def _clearance_lapsed(user: Any) -> bool:
+    ends = getattr(user, "clearance_expires_at", None)
+    return ends is not None and clock.now() >= ends
 
 
 def _error_page(status: int, message: str) -> Any:

@@ -22,6 +22,13 @@ What it does, for each size:
 * server memory: every worker's VmRSS at rest, then VmHWM (peak, reset through
   /proc/<pid>/clear_refs before each transfer) and VmRSS sampled every 20 ms.
 
+Stamping (``--stamp-sizes``, default 1G): a PDF of that size made on the fly (200 pages,
+each followed by a binary filler object, so the page objects are spread over the whole
+file) is uploaded to a Network finding (downloads: original) and to a Confidential one
+(downloads: stamped), and both are downloaded one after the other: MiB/s, time to the
+first byte and server memory of the stamped copy side by side with the original, or the
+refusal if the copy cannot be made.
+
 Then it inserts ``--rotate-rows`` attachment rows with real wrapped keys and times
 ``enclave keys rotate`` on them. Figures are printed and written as JSON to
 bench/results/. Requirements (issue 4): peak server memory < at rest + 100 MiB;
@@ -94,6 +101,89 @@ class Generated:
             sha.update(block)
             crc = zlib.crc32(block, crc)
         return sha.hexdigest(), crc
+
+
+class GeneratedPdf:
+    """A valid PDF of about ``size`` bytes made on the fly: ``pages`` text pages, each
+    followed by an unreferenced binary filler stream, then a classic xref table."""
+
+    def __init__(self, size: int, pages: int = 200) -> None:
+        self.pages = pages
+        self.filler = max(0, (size - 4096 * pages) // pages)
+        self.base = os.urandom(BLOCK)
+        self.size = sum(len(piece) for piece in self._pieces(measure=True))
+
+    def _pieces(self, measure: bool = False) -> Iterator[bytes | memoryview]:
+        offsets: dict[int, int] = {}
+        pos = 0
+
+        def obj(num: int, body: bytes) -> bytes:
+            nonlocal pos
+            offsets[num] = pos
+            data = f"{num} 0 obj\n".encode() + body + b"\nendobj\n"
+            pos += len(data)
+            return data
+
+        head = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n"
+        pos += len(head)
+        yield head
+        kids = " ".join(f"{4 + 3 * i} 0 R" for i in range(self.pages))
+        yield obj(1, b"<< /Type /Catalog /Pages 2 0 R >>")
+        yield obj(2, f"<< /Type /Pages /Count {self.pages} /Kids [{kids}] >>".encode())
+        yield obj(3, b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+        for i in range(self.pages):
+            page, content, filler = 4 + 3 * i, 5 + 3 * i, 6 + 3 * i
+            yield obj(page, (f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+                             f"/Contents {content} 0 R /Resources << /Font << /F1 3 0 R >> "
+                             f">> >>").encode())
+            text = f"BT /F1 28 Tf 72 700 Td (Benchmark page {i + 1}) Tj ET".encode()
+            yield obj(content, f"<< /Length {len(text)} >>\nstream\n".encode() + text
+                      + b"\nendstream")
+            offsets[filler] = pos
+            start = f"{filler} 0 obj\n<< /Length {self.filler} >>\nstream\n".encode()
+            pos += len(start)
+            yield start
+            full, rest = divmod(self.filler, BLOCK)
+            if measure:  # the size only: one stand-in for the filler's bytes
+                yield _Sized(self.filler)
+            else:
+                for _ in range(full):
+                    yield memoryview(self.base)
+                if rest:
+                    yield memoryview(self.base)[:rest]
+            pos += self.filler
+            tail = b"\nendstream\nendobj\n"
+            pos += len(tail)
+            yield tail
+        count = 3 + 3 * self.pages + 1
+        xref = [b"xref", f"0 {count}".encode(), b"0000000000 65535 f\r"]
+        xref += [f"{offsets[n]:010d} 00000 n\r".encode() for n in range(1, count)]
+        at = pos
+        yield b"\n".join(xref) + b"\n"
+        yield (f"trailer\n<< /Size {count} /Root 1 0 R >>\nstartxref\n{at}\n%%EOF\n"
+               ).encode()
+
+    def blocks(self) -> Iterator[bytes | memoryview]:
+        yield from self._pieces()
+
+    def digests(self) -> tuple[str, int]:
+        sha, crc = hashlib.sha256(), 0
+        for block in self.blocks():
+            sha.update(block)
+            crc = zlib.crc32(block, crc)
+        return sha.hexdigest(), crc
+
+
+class _Sized(bytes):
+    """A stand-in counted by its ``n`` when only the total size is measured."""
+
+    def __new__(cls, n: int) -> _Sized:
+        obj = super().__new__(cls, b"")
+        obj.n = n  # type: ignore[attr-defined]
+        return obj
+
+    def __len__(self) -> int:
+        return self.n  # type: ignore[attr-defined,no-any-return]
 
 
 # ------------------------------------------------------------------ memory
@@ -201,14 +291,22 @@ def prepare_instance(env: dict[str, str]) -> dict[str, Any]:
         user = create_user(email="bench@bench.example", org=org, clearance="confidential",
                            role="member", password=secrets.token_urlsafe(24),
                            display_name="Bench Runner")
-        acknowledge(user, "network-terms", user.display_name)
+        for key in ("network-terms", "restricted", "confidential"):
+            acknowledge(user, key, user.display_name)
+        from app.db import utcnow
+        from app.findings.models import FindingOrg
+
+        user.totp_enabled_at = utcnow()  # (the token is what signs in; the rule wants 2FA)
         finding = Finding(title="Benchmark", body="Attachments benchmark.", level="network",
                           author_id=user.id, org_id=org.id)
-        db.add(finding)
+        secret = Finding(title="Benchmark (stamped)", body="Stamped copies.",
+                         level="confidential", author_id=user.id, org_id=org.id,
+                         compartmented=True, compartment=[FindingOrg(org_id=org.id)])
+        db.add_all([finding, secret])
         db.commit()
         _, token = create_token(user, "bench")
         info = {"finding_id": finding.id, "user_id": user.id, "org_id": org.id,
-                "token": token}
+                "token": token, "stamped_finding_id": secret.id}
     app.extensions["enclave.engine"].dispose()
     return info
 
@@ -257,10 +355,11 @@ class Server:
 # ------------------------------------------------------------------ transfers
 
 
-def upload(port: int, token: str, finding_id: int, data: Generated) -> tuple[float, dict]:
+def upload(port: int, token: str, finding_id: int, data: Any,
+           filename: str = "bench.bin") -> tuple[float, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     started = time.perf_counter()
-    conn.putrequest("POST", f"/api/v1/findings/{finding_id}/attachments?filename=bench.bin")
+    conn.putrequest("POST", f"/api/v1/findings/{finding_id}/attachments?filename={filename}")
     conn.putheader("Authorization", f"Bearer {token}")
     conn.putheader("Content-Type", "application/octet-stream")
     conn.putheader("Content-Length", str(data.size))
@@ -449,6 +548,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1,
                         help="run each size this many times (the machine may be shared)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--stamp-sizes", default="1G",
+                        help="PDF sizes for the stamped-copy comparison ('' for none)")
     args = parser.parse_args()
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
 
@@ -480,6 +581,9 @@ def main() -> None:
                 for _ in range(args.repeat):
                     results["transfers"].append(
                         transfer_bench(server, pids, info, size, instance / "blobs"))
+            results["stamping"] = [
+                stamp_bench(server, pids, info, parse_size(s), instance / "blobs")
+                for s in args.stamp_sizes.split(",") if s.strip()]
         finally:
             server.stop()
         if args.rotate_rows:
@@ -521,6 +625,75 @@ def summarize(results: dict[str, Any]) -> None:
         "rotate_seconds": results.get("rotation", {}).get("rotate_seconds"),
     }
     print(f"worst server memory over rest: {worst_mem:.1f} MiB (limit 100)")
+    for st in results.get("stamping", []):
+        if st.get("refused"):
+            print(f"stamped PDF {st['size'] / MiB:.0f} MiB: refused ({st['refused']})")
+            continue
+        print(f"stamped PDF {st['size'] / MiB:6.0f}M: original {st['original_mib_s']:.0f} "
+              f"MiB/s, stamped {st['stamped_mib_s']:.0f} MiB/s "
+              f"({st['stamped_mib_s'] / st['original_mib_s']:.2f} of it), first byte after "
+              f"{st['stamped_first_byte_s']:.2f}s (original {st['original_first_byte_s']:.2f}s),"
+              f" memory +{st['memory_original']['delta_mib']:.1f} / "
+              f"+{st['memory_stamped']['delta_mib']:.1f} MiB")
+
+
+def timed_get(port: int, token: str, att_id: str) -> dict[str, Any]:
+    """GET an attachment: status, seconds to the first byte and to the end, bytes, the
+    copy code and the body's first bytes (for refusals)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1200)
+    started = time.perf_counter()
+    conn.request("GET", f"/api/v1/attachments/{att_id}",
+                 headers={"Authorization": f"Bearer {token}"})
+    response = conn.getresponse()
+    buf = bytearray(BLOCK)
+    view = memoryview(buf)
+    first = response.readinto(view)
+    first_at = time.perf_counter() - started
+    head = bytes(view[:first][:400])
+    total = first
+    while n := response.readinto(view):
+        total += n
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return {"status": response.status, "first_byte_s": first_at, "seconds": elapsed,
+            "bytes": total, "code": response.getheader("X-Enclave-Copy"), "head": head}
+
+
+def stamp_bench(server: Server, pids: list[int], info: dict[str, Any], size: int,
+                blob_dir: Path) -> dict[str, Any]:
+    """The same PDF downloaded as the original (Network) and as a stamped copy
+    (Confidential), one after the other, both read from the disk."""
+    data = GeneratedPdf(size)
+    print(f"\n== stamped PDF, {data.size / MiB:.0f} MiB, {data.pages} pages ==", flush=True)
+    _, plain = upload(server.port, info["token"], info["finding_id"], data, "bench.pdf")
+    _, secret = upload(server.port, info["token"], info["stamped_finding_id"], data,
+                       "bench.pdf")
+    result: dict[str, Any] = {"size": data.size, "pages": data.pages}
+    runs = {}
+    for label, att in (("original", plain), ("stamped", secret)):
+        os.sync()
+        for blob in (p for p in blob_dir.rglob("*") if p.is_file()):
+            evict(blob)
+        with MemoryWatch(pids) as mem:
+            got = timed_get(server.port, info["token"], att["id"])
+        runs[label] = got
+        result[f"memory_{label}"] = mem.report()
+        if got["status"] != 200:
+            result["refused"] = f"{got['status']}: {got['head'].decode(errors='replace')}"
+            print(f"{label:9s} refused: {result['refused']}", flush=True)
+            continue
+        result[f"{label}_mib_s"] = mbps(got["bytes"], got["seconds"])
+        result[f"{label}_first_byte_s"] = got["first_byte_s"]
+        result[f"{label}_bytes"] = got["bytes"]
+        print(f"{label:9s} {mbps(got['bytes'], got['seconds']):8.1f} MiB/s  first byte "
+              f"{got['first_byte_s']:.2f}s  {got['bytes']} bytes  server peak "
+              f"+{mem.report()['delta_mib']:.1f} MiB"
+              + (f"  copy {got['code']}" if got["code"] else ""), flush=True)
+    if "stamped_bytes" in result:
+        result["update_bytes"] = result["stamped_bytes"] - data.size
+    for att in (plain, secret):
+        api_delete(server.port, info["token"], att["id"])
+    return result
 
 
 def transfer_bench(server: Server, pids: list[int], info: dict[str, Any], size: int,

@@ -122,6 +122,19 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+@pytest.fixture
+def clock() -> Iterator[Any]:
+    """The app's clock, fixed at the wall time when the test starts: ``clock.advance(
+    timedelta(days=366))`` moves every deadline check (and every new timestamp)."""
+    from app import clock as app_clock
+
+    app_clock.set_time(app_clock.now())
+    try:
+        yield app_clock
+    finally:
+        app_clock.set_time(None)
+
+
 def csrf_from(html: str) -> str:
     match = CSRF_RE.search(html)
     assert match, "no CSRF token in the page"

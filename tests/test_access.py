@@ -3,6 +3,8 @@ returns exactly the findings the Python form allows, over random worlds."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -118,8 +120,14 @@ def test_denial_reports_nda_and_mfa_only_to_otherwise_cleared_readers(app):
 
 # ---------------------------------------------------------------- property test
 
+# weighted towards worlds where most things are readable, so that each lapse decides
+DAYS_AGO = st.sampled_from([0, 0, 200, 400, 800])
 user_spec = st.fixed_dictionaries({
     "org": st.integers(0, 3),
+    # the clearance grant ends this many days from now (None: no end; <= 0: lapsed)
+    "expires_in": st.sampled_from([None, None, None, -1, 0, 5]),
+    # each NDA signed this many days ago (renew_days is 365 above public)
+    "signed_days_ago": DAYS_AGO,
     "clearance": st.sampled_from(LEVELS),
     "ndas": st.lists(st.sampled_from(["network-terms", "restricted", "confidential"]),
                      unique=True),
@@ -130,7 +138,7 @@ user_spec = st.fixed_dictionaries({
     # how this reader proved who they are (None: not the one asking; the account counts)
     "proof": st.sampled_from([None, "password", "totp", "recovery_code", "passkey",
                               "operator"]),
-    "active": st.booleans(),
+    "active": st.sampled_from([True, True, True, False]),
 })
 finding_spec = st.fixed_dictionaries({
     "author": st.integers(0, 7),
@@ -138,20 +146,33 @@ finding_spec = st.fixed_dictionaries({
     "compartment": st.lists(st.integers(0, 3), unique=True, max_size=3),
 })
 world_spec = st.fixed_dictionaries({
-    "orgs": st.lists(st.tuples(st.sampled_from(["pending", "trusted", "suspended"]),
-                               st.sampled_from(LEVELS)), min_size=4, max_size=4),
+    # status, ceiling, vetted this many days ago (None: never; revet_days 730/365/365)
+    "orgs": st.lists(st.tuples(st.sampled_from(["trusted", "trusted", "trusted", "pending",
+                                                "suspended"]),
+                               st.sampled_from(LEVELS),
+                               st.sampled_from([None, 0, 0, 200, 400, 800])),
+                     min_size=4, max_size=4),
     "users": st.lists(user_spec, min_size=1, max_size=8),
     "findings": st.lists(finding_spec, min_size=0, max_size=12),
 })
 
 
-def _build_world(spec):
-    orgs = [make_org(status=s, ceiling=c) for s, c in spec["orgs"]]
+def _build_world(spec, now):
+    orgs = []
+    for status, ceiling, vetted in spec["orgs"]:
+        org = make_org(status=status, ceiling=ceiling)
+        org.vetted_at = None if vetted is None else now - timedelta(days=vetted)
+        orgs.append(org)
     users = []
     for u in spec["users"]:
         user = make_user(orgs[u["org"]], clearance=u["clearance"], ndas=u["ndas"],
                          mfa_on=u["mfa"], active=u["active"], passkey=u["passkey"])
         access.assume_proof(user, u["proof"])
+        if u["expires_in"] is not None:
+            user.clearance_expires_at = now + timedelta(days=u["expires_in"])
+        for ack in db.scalars(select(NdaAcknowledgement)
+                              .where(NdaAcknowledgement.user_id == user.id)):
+            ack.created_at = now - timedelta(days=u["signed_days_ago"])
         for key in u["stale"]:
             if key not in u["ndas"]:  # signed an older version only
                 db.add(NdaAcknowledgement(user_id=user.id, nda_key=key, version=0,
@@ -166,21 +187,32 @@ def _build_world(spec):
     return users, findings
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=80, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(spec=world_spec)
-def test_sql_form_agrees_with_python_form(app, spec):
+def test_sql_form_agrees_with_python_form(app, clock, spec):
+    now = clock.now()
     try:
-        users, findings = _build_world(spec)
-        for user in users:
+        users, findings = _build_world(spec, now)
+        policy = state.policy()
+        for user, u_spec in zip(users, spec["users"], strict=True):
             access.forget(user)
             allowed = {f.id for f in findings if access.can_read(user, f)}
             assert visible_ids(user) == allowed
-            # and the Python form is the rule as written
+            # and the Python form is the rule as written, with its dates
+            s = access.subject_for(user)
+            granted = user.clearance if (user.clearance_expires_at is None
+                                         or now < user.clearance_expires_at) else "public"
+            ceiling = "public"
+            for level in policy.levels_up_to(user.org.ceiling):
+                vetted = user.org.vetted_at
+                if level.revet_days and (
+                        vetted is None or now >= vetted + timedelta(days=level.revet_days)):
+                    break
+                ceiling = level.key
+            eff = min(granted, ceiling, key=policy.rank)
+            signed_at = now - timedelta(days=u_spec["signed_days_ago"])
             for f in findings:
-                s = access.subject_for(user)
-                policy = state.policy()
-                eff = min(user.clearance, user.org.ceiling, key=policy.rank)
                 level = policy.level(f.level)
                 proof = user.auth_proof
                 totp, has_passkey = user.totp_enabled_at is not None, bool(user.passkeys)
@@ -192,10 +224,16 @@ def test_sql_form_agrees_with_python_form(app, spec):
                     second = totp and proof in ("totp", "recovery_code")
                     phishing_resistant = False
                 assert (s.mfa, s.passkey) == (second, phishing_resistant)
+
+                def signed_in_time(level=level, signed_at=signed_at):
+                    return not level.renew_days or now < signed_at + timedelta(
+                        days=level.renew_days)
+
                 expected = (
                     s.active and s.org_trusted
                     and policy.rank(f.level) <= policy.rank(eff)
-                    and all((k, policy.ndas[k].version) in s.acknowledged for k in level.ndas)
+                    and all((k, policy.ndas[k].version) in s.acknowledged
+                            and signed_in_time() for k in level.ndas)
                     and (second or not level.mfa)
                     and (phishing_resistant or level.mfa != "passkey")
                     and (not f.compartmented or user.org_id in f.compartment_org_ids)

@@ -27,6 +27,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,7 +43,7 @@ from app import access, state
 from app.attachments import service as attachments
 from app.auth import service as users
 from app.auth.models import Role, User
-from app.db import Base, db
+from app.db import Base, db, utcnow
 from app.findings import service as findings
 from app.findings.models import Category, Finding
 from app.ndas.models import NdaAcknowledgement
@@ -142,8 +143,8 @@ class World:
 PRINCIPALS = [
     "anonymous", "pending", "suspended", "disabled", "revoked", "outsider",
     "clr_public", "clr_network", "clr_restricted", "insider", "nda_missing",
-    "nda_outdated", "mfa_off", "totp_session", "colleague_reviewer", "author", "reviewer",
-    "east_member", "admin", "admin_network", "org_admin", "flagger",
+    "nda_outdated", "nda_lapsed", "lapsed", "mfa_off", "totp_session", "colleague_reviewer",
+    "author", "reviewer", "east_member", "admin", "admin_network", "org_admin", "flagger",
 ]
 #: What each principal is (printed with the counts, and documentation for readers).
 PRINCIPAL_HELP = {
@@ -159,6 +160,9 @@ PRINCIPAL_HELP = {
     "insider": "author's organization, clearance confidential (reads every finding)",
     "nda_missing": "cleared confidential, signed only the network terms",
     "nda_outdated": "cleared confidential, acknowledged every NDA at version 0",
+    "nda_lapsed": "cleared confidential, signed every NDA 400 days ago (renewal due)",
+    "lapsed": "cleared confidential until yesterday: the grant lapsed after notifications "
+              "arrived",
     "mfa_off": "cleared confidential, 2FA off (turned off after notifications arrived)",
     "totp_session": "cleared confidential, holds a passkey but signed in with password and "
                     "authenticator code (a phished pair); its token was made from that session",
@@ -211,6 +215,8 @@ def build_world(world: World) -> dict[str, User]:
     person("clr_restricted", north, clearance="restricted")
     person("nda_missing", north, ndas=["network-terms"])
     person("nda_outdated", north)
+    person("nda_lapsed", north)
+    person("lapsed", north)
     person("mfa_off", north, passkey=False)
     person("totp_session", north)
     person("colleague_reviewer", north, role="reviewer")
@@ -237,7 +243,8 @@ def build_world(world: World) -> dict[str, User]:
             db.add(Category(slug=slug, name=slug.title(), description=f"About {slug}."))
     db.commit()
     # watchers: notifications are made for readers at posting time
-    for key in ("insider", "mfa_off", "nda_outdated", "clr_network", "outsider", "east_member"):
+    for key in ("insider", "mfa_off", "nda_outdated", "nda_lapsed", "lapsed", "clr_network",
+                "outsider", "east_member"):
         for cat in db.scalars(select(Category)):
             notify.watch_category(u[key], cat)
 
@@ -432,6 +439,11 @@ def _degrade(world: World, u: dict[str, User]) -> None:
     db.execute(update(NdaAcknowledgement)
                .where(NdaAcknowledgement.user_id == u["nda_outdated"].id)
                .values(version=0))
+    # renew_days (365) ran out for nda_lapsed; lapsed's clearance grant ended yesterday
+    db.execute(update(NdaAcknowledgement)
+               .where(NdaAcknowledgement.user_id == u["nda_lapsed"].id)
+               .values(created_at=utcnow() - timedelta(days=400)))
+    u["lapsed"].clearance_expires_at = utcnow() - timedelta(days=1)
     mfa_off = u["mfa_off"]
     mfa_off.totp_enabled_at = None
     mfa_off.totp_secret_enc = None
@@ -547,11 +559,13 @@ def _visible(facts: Facts, world: World) -> set[str]:
 #: compartment picker, the admin pages): organization names are not secret there.
 #: Pages where an organization admin manages the members of their own organization: the
 #: names of those members (authors included) are not secret to them there.
-MEMBER_LISTING = {"admin.user_list", "admin.invite", "admin.user_edit"}
+MEMBER_LISTING = {"admin.user_list", "admin.invite", "admin.user_edit", "api.admin_user",
+                  "api.admin_user_update"}
 
 ORG_LISTING = {"findings.new", "findings.edit", "review.admin", "orgs.index", "orgs.edit",
                "admin.user_list", "admin.invite", "admin.user_edit", "api.admin_orgs",
-               "api.affiliations_list", "admin.audit_log", "api.admin_audit"}
+               "api.affiliations_list", "admin.audit_log", "api.admin_audit",
+               "orgs.renew", "api.admin_org_renew", "api.admin_user", "api.admin_user_update"}
 
 
 # --------------------------------------------------------------------------- routes
@@ -628,6 +642,13 @@ ROUTES: dict[str, R] = {
                             json_answers=True),
     "attachments.download": R(("GET",), target="attachment", gate="read"),
     "attachments.delete": R(("POST",), target="attachment", gate="read", form={}),
+    # ---- traceability: view-only files (none in this world's policy: every one is 404),
+    # the watermark of a level, and tracing (admins)
+    "traceability.view": R(("GET",), target="attachment", gate="read"),
+    "traceability.view_image": R(("GET",), target="view_image", gate="read"),
+    "traceability.watermark_css": R(("GET",), target="level"),
+    "traceability.watermark_png": R(("GET",), target="level"),
+    "traceability.trace": R(("GET", "POST"), gate="admin", form={"code": "ABCDE-FGH23"}),
     # ---- review
     "review.queue": R(("GET",), gate="reviewer"),
     "review.mine": R(("GET",)),
@@ -675,6 +696,7 @@ ROUTES: dict[str, R] = {
                             "client_secret": "over"}),
     "admin.audit_log": R(("GET",), gate="admin", query=AUDIT_PAGES),
     "orgs.index": R(("GET",), gate="admin"),
+    "orgs.renew": R(("POST",), target="org", gate="admin", form={}),
     "orgs.create": R(("POST",), gate="admin",
                      form={"slug": "newco", "name": "New Co", "domains": "newco.example",
                            "ceiling": "network", "trusted": "y"}),
@@ -743,6 +765,11 @@ ROUTES: dict[str, R] = {
                                     "ceiling": "network"}),
     "api.admin_org_update": R(("PATCH",), target="org", gate="admin",
                               json={"status": "suspended"}),
+    "api.admin_org_renew": R(("POST",), target="org", gate="admin", json={}),
+    "api.admin_trace": R(("POST",), gate="admin", raw=True),
+    "api.admin_user": R(("GET",), target="user", gate="org_admin"),
+    "api.admin_user_update": R(("PATCH",), target="user", gate="org_admin",
+                               json={"clearance": "public"}),
     "api.admin_audit": R(("GET",), gate="admin", query=AUDIT_PAGES),
     # ---- SCIM (one organization's bearer token; no principal here holds one: every
     # cookie and API token is refused with 401; tests/test_scim.py drives it with one)
@@ -830,7 +857,11 @@ def _targets(kind: str, rule: Rule, world: World) -> list[Target]:
     if kind == "category":
         return [Target({"slug": s}) for s in ("circuits", "steering")]
     if kind == "level":
-        return [Target({"key": lv}) for lv in state.policy().level_keys()]
+        name = "key" if "key" in args else "level"
+        return [Target({name: lv}) for lv in state.policy().level_keys()]
+    if kind == "view_image":  # a view id nobody has: refused (404) for everyone
+        return [Target({"attachment_id": i, "copy_id": "0" * 32, "page": 0}, k,
+                       world.att_finding[k]) for k, i in world.attachments.items()]
     if kind == "nda":
         return [Target({"key": k}) for k in state.policy().ndas]
     if kind == "org":

@@ -114,7 +114,9 @@ def user_edit(user_id: int) -> Any:
     if request.method == "POST":
         form = UserEditForm()
     else:
-        form = UserEditForm(clearance=user.clearance, role=user.role)
+        until = users.grant_until(user.clearance_expires_at)
+        form = UserEditForm(clearance=user.clearance, role=user.role,
+                            clearance_until=until.isoformat() if until else "")
     form.clearance.choices = [SelectChoice(lv.key, lv.label) for lv in state.policy().levels]
     grantable = users.grantable_roles(current_user)
     form.role.choices = [SelectChoice(r) for r in grantable]
@@ -123,7 +125,8 @@ def user_edit(user_id: int) -> Any:
     if form.validate_on_submit():
         try:
             users.update_user(current_user, user, clearance=form.clearance.data or "",
-                              role=form.role.data or "")
+                              role=form.role.data or "",
+                              until=users.parse_until(form.clearance_until.data))
         except ServiceError as exc:
             db.rollback()
             form_error(exc, form)

@@ -157,4 +157,12 @@ def page_json(page: Page, render: Callable[[Any], dict[str, Any]]) -> dict[str, 
 
 
 # routes register on import
-from app.api import attachments, core, findings, identity, openapi, review  # noqa: E402,F401
+from app.api import (  # noqa: E402,F401
+    attachments,
+    core,
+    findings,
+    identity,
+    openapi,
+    review,
+    traceability,
+)

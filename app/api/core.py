@@ -9,17 +9,38 @@ from sqlalchemy import select
 
 from app import access, audit, state
 from app.api import api_user, bp, field, json_body, page_json, require_role
-from app.auth.models import Role
+from app.auth import service as users
+from app.auth.models import Role, User
 from app.db import db
+from app.errors import NotFound, ServiceError
 from app.ndas import service as ndas
 from app.orgs import service as orgs
 from app.orgs.models import Organization
 from app.pagination import paginate
 
 
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
 def org_json(org: Organization) -> dict[str, Any]:
+    lapse = orgs.trust_lapse(org)
     return {"slug": org.slug, "name": org.name, "status": org.status,
-            "ceiling": org.ceiling, "domains": org.domain_names}
+            "ceiling": org.ceiling, "domains": org.domain_names,
+            "vetted_at": _iso(org.vetted_at),
+            "revet_due": None if lapse is None else {"level": lapse.level,
+                                                     "at": lapse.at.isoformat(),
+                                                     "lapsed": lapse.lapsed}}
+
+
+def user_json(user: User) -> dict[str, Any]:
+    until = users.grant_until(user.clearance_expires_at)
+    return {"id": user.id, "email": user.email, "username": user.username,
+            "display_name": user.display_name, "organization": user.org.slug,
+            "role": user.role, "active": user.is_active, "clearance": user.clearance,
+            "clearance_until": until.isoformat() if until else None,
+            "clearance_expires_at": _iso(user.clearance_expires_at),
+            "effective_clearance": access.effective_clearance(user)}
 
 
 @bp.get("/me")
@@ -34,6 +55,7 @@ def me() -> Any:
         "organization": {"slug": user.org.slug, "name": user.org.name,
                          "status": user.org.status, "ceiling": user.org.ceiling},
         "clearance": user.clearance,
+        "clearance_expires_at": _iso(user.clearance_expires_at),
         "effective_clearance": access.effective_clearance(user),
         "mfa_enabled": user.mfa_enabled,
         "passkeys": len(user.passkeys),
@@ -43,7 +65,7 @@ def me() -> Any:
                             if k in access.readable_levels(user)],
         "ndas_to_acknowledge": [
             {"key": s.nda.key, "version": s.nda.version, "title": s.nda.title,
-             "levels": s.levels}
+             "levels": s.levels, "renewal": s.signed}
             for s in ndas.owed_ndas(user)
         ],
     }
@@ -55,7 +77,9 @@ def levels() -> Any:
         {"key": lv.key, "label": lv.label, "colour": lv.colour, "rank": lv.rank,
          "description": lv.description, "ndas": list(lv.ndas), "mfa": lv.mfa,
          "requires_compartment": lv.requires_compartment, "attachments": lv.attachments,
-         "max_attachment_mb": lv.max_attachment_mb}
+         "max_attachment_mb": lv.max_attachment_mb, "downloads": lv.downloads,
+         "watermark": lv.watermark, "renew_days": lv.renew_days,
+         "revet_days": lv.revet_days}
         for lv in state.policy().levels
     ]}
 
@@ -67,7 +91,8 @@ def nda_list() -> Any:
         {"key": s.nda.key, "title": s.nda.title, "version": s.nda.version,
          "binding": s.nda.binding, "summary": s.nda.summary, "levels": s.levels,
          "text": s.nda.text, "text_sha256": s.nda.text_sha256,
-         "acknowledged_version": s.acknowledged_version, "current": s.current}
+         "acknowledged_version": s.acknowledged_version, "current": s.current,
+         "signed_at": _iso(s.signed_at), "lapses_at": _iso(s.lapses_at)}
         for s in ndas.relevant_ndas(user)
     ]}
 
@@ -120,6 +145,51 @@ def admin_org_update(slug: str) -> Any:
                     ceiling=field(data, "ceiling", required=False),
                     status=field(data, "status", required=False))
     return org_json(org)
+
+
+@bp.post("/admin/orgs/<slug>/renew")
+@require_role(Role.ADMIN)
+def admin_org_renew(slug: str) -> Any:
+    org = orgs.get_org(slug)
+    orgs.renew_trust(api_user(), org)
+    return org_json(org)
+
+
+@bp.get("/admin/users/<int:user_id>")
+@require_role(Role.ORG_ADMIN)
+def admin_user(user_id: int) -> Any:
+    return user_json(_managed_user(user_id))
+
+
+@bp.patch("/admin/users/<int:user_id>")
+@require_role(Role.ORG_ADMIN)
+def admin_user_update(user_id: int) -> Any:
+    """Clearance (with an optional end date) and role, under the members page's rules."""
+    user = _managed_user(user_id)
+    data = json_body()
+    unknown = set(data) - {"clearance", "clearance_until", "role"}
+    if unknown:
+        raise ServiceError(f"Unknown field(s): {', '.join(sorted(unknown))}.",
+                           code="unknown_field")
+    until: Any = users.KEEP
+    if "clearance_until" in data:
+        raw = data["clearance_until"]
+        if raw is not None and not isinstance(raw, str):
+            raise ServiceError("'clearance_until' must be a date (YYYY-MM-DD) or null.",
+                               code="bad_field", field="clearance_until")
+        until = users.parse_until(raw) if raw else None
+    users.update_user(api_user(), user, clearance=field(data, "clearance", required=False),
+                      role=field(data, "role", required=False), until=until)
+    return user_json(user)
+
+
+def _managed_user(user_id: int) -> User:
+    """A member the caller manages (admins: anyone; org admins: their organization's);
+    anyone else is answered like a missing id."""
+    user = db.get(User, user_id)
+    if user is None or not users.can_manage_org(api_user(), user.org):
+        raise NotFound("No such user.")
+    return user
 
 
 @bp.get("/admin/audit")

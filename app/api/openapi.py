@@ -36,6 +36,10 @@ SCHEMAS: dict[str, Any] = {
             "username": {"type": "string"}, "display_name": {"type": "string"},
             "role": {"enum": ["member", "reviewer", "org_admin", "admin"]},
             "organization": {"type": "object"}, "clearance": {"type": "string"},
+            "clearance_expires_at": {"type": ["string", "null"], "format": "date-time",
+                                     "description": "the clearance grant lapses then; "
+                                                    "after it the member reads as if "
+                                                    "cleared for public content only"},
             "effective_clearance": {"type": ["string", "null"]},
             "mfa_enabled": {"type": "boolean"},
             "passkeys": {"type": "integer", "description": "passkeys on the account"},
@@ -60,6 +64,19 @@ SCHEMAS: dict[str, Any] = {
             "properties": {"key": {"type": "string"}, "title": {"type": "string"},
                            "version": {"type": "integer"},
                            "text_sha256": {"type": "string"}}},
+    "User": {"type": "object",
+             "required": ["id", "email", "organization", "role", "clearance",
+                          "clearance_until", "effective_clearance"],
+             "properties": {"id": {"type": "integer"}, "email": {"type": "string"},
+                            "username": {"type": "string"},
+                            "display_name": {"type": "string"},
+                            "organization": {"type": "string"}, "role": {"type": "string"},
+                            "active": {"type": "boolean"}, "clearance": {"type": "string"},
+                            "clearance_until": {"type": ["string", "null"], "format": "date",
+                                                "description": "last day (UTC) the grant "
+                                                               "holds"},
+                            "clearance_expires_at": {"type": ["string", "null"]},
+                            "effective_clearance": {"type": ["string", "null"]}}},
     "AuditEntry": {"type": "object", "required": ["seq", "action", "hash", "prev_hash"],
                    "properties": {"seq": {"type": "integer"}, "action": {"type": "string"},
                                   "hash": {"type": "string"},
@@ -222,6 +239,21 @@ operation("patch", "/admin/orgs/{slug}", "Admin: trust, suspend, or set the ceil
               "status": {"enum": ["pending", "trusted", "suspended"]},
               "ceiling": {"type": "string"}, "name": {"type": "string"},
               "domains": {"type": "array", "items": {"type": "string"}}}})
+operation("post", "/admin/orgs/{slug}/renew",
+          "Admin: record a re-vetting: the organization's trust runs for another "
+          "revet_days (policy) at every level", response=ref("Org"),
+          errors=("400", "401", "403", "404"))
+operation("get", "/admin/users/{user_id}",
+          "Admins, and org admins for their own organization: one member's grant",
+          response=ref("User"))
+operation("patch", "/admin/users/{user_id}",
+          "Change a member's clearance, its end date (clearance_until: the last day it "
+          "holds, null for none) or role, under the members page's rules",
+          response=ref("User"),
+          body={"type": "object", "properties": {
+              "clearance": {"type": "string"},
+              "clearance_until": {"type": ["string", "null"], "format": "date"},
+              "role": {"enum": ["member", "reviewer", "org_admin", "admin"]}}})
 operation("get", "/admin/audit", "Admin: the audit log, newest first",
           response=page_of("AuditEntry"),
           params=[*PAGE_PARAMS, {"name": "action", "in": "query", "schema": {"type": "string"}}])

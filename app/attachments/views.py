@@ -105,8 +105,19 @@ def _requested_range(size: int, etag: str) -> tuple[int, int] | None | Response:
 def download_response(user: Any, attachment_id: str) -> Response:
     """Stream-decrypt an attachment as ``application/octet-stream`` (access checked,
     audited). An integrity fault found mid-stream raises out of the response iterator,
-    so the server drops the connection instead of ending the body cleanly."""
+    so the server drops the connection instead of ending the body cleanly.
+
+    The level's ``downloads`` policy decides what is sent: the original, a per-reader
+    stamped copy (``app.traceability``), or nothing (view-only levels)."""
+    from app.traceability import service as copies
+
     att = service.get_attachment(user, attachment_id)
+    level = copies.level_of(att)
+    if level.view_only:
+        raise copies.NotServed(f"{level.label} files can be viewed in the page only; they "
+                               f"are not downloadable.", code="view_only")
+    if level.stamped:
+        return _stamped_response(user, att)
     if request.method == "HEAD":  # no content is read, so no download is logged
         headers = _download_headers(att, service.sha256_of(att))
         return Response(status=200, headers={**headers, "Content-Length": str(att.size)},
@@ -122,6 +133,25 @@ def download_response(user: Any, attachment_id: str) -> Response:
     if dl.partial:
         response.headers["Content-Range"] = f"bytes {dl.start}-{dl.stop - 1}/{att.size}"
     response.call_on_close(dl.close)
+    return response
+
+
+def _stamped_response(user: Any, att: Any) -> Response:
+    """A copy stamped for this reader: always the whole file (a range of one copy and a
+    range of the next would be two different files), never the original's digest."""
+    from app.traceability import service as copies
+
+    headers = {k: v for k, v in _download_headers(att, "").items()
+               if k not in ("Accept-Ranges", "ETag")}
+    if request.method == "HEAD":  # nothing is made or recorded
+        return Response(status=200, headers=headers, mimetype="application/octet-stream")
+    copy = copies.make_copy(user, att)
+    response = Response(copy.chunks, status=200, mimetype="application/octet-stream",
+                        direct_passthrough=True)
+    response.headers.update(headers)
+    response.headers["Content-Length"] = str(copy.length)
+    response.headers["X-Enclave-Copy"] = copy.record.code
+    response.call_on_close(copy.close)
     return response
 
 
@@ -178,6 +208,8 @@ class Row:
     att: Any
     sha256: str
     can_delete: bool
+    #: original | stamped | view | unserved (what the reader can take away)
+    serve: str = "original"
 
 
 @dataclass
@@ -193,8 +225,11 @@ class Section:
 @bp.app_template_global("attachment_section")
 def attachment_section(finding: Any) -> Section:
     """Everything ``attachments/_section.html`` shows for ``finding``."""
+    from app.traceability.viewing import serve_mode
+
     user = current_user._get_current_object()
-    rows = [Row(att, service.sha256_of(att), service.can_delete(user, att))
+    rows = [Row(att, service.sha256_of(att), service.can_delete(user, att),
+                serve_mode(att))
             for att in service.list_for_finding(user, finding)]
     refusal = service.upload_refusal(user, finding)
     return Section(rows=rows, refusal=refusal,

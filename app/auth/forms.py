@@ -76,4 +76,7 @@ class InviteForm(OnceForm):
 
 class UserEditForm(FlaskForm):
     clearance = SelectField("Clearance", validators=[DataRequired()])
+    # a plain string checked by the service (one message for the page, CLI and API)
+    clearance_until = StringField("Clearance ends after (optional)",
+                                  validators=[Length(max=40)], render_kw={"type": "date"})
     role = SelectField("Role", validators=[DataRequired()])

@@ -29,6 +29,9 @@ class User(Base):
     display_name: Mapped[str] = mapped_column(String(120))
     org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
     clearance: Mapped[str] = mapped_column(String(64))
+    #: the clearance grant ends at this instant (NULL: no end); after it the member reads
+    #: as if cleared for nothing above public (app/access.py)
+    clearance_expires_at: Mapped[datetime | None]
     role: Mapped[str] = mapped_column(String(16), default=Role.MEMBER.value)
     password_hash: Mapped[str | None] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(default=True)

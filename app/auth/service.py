@@ -7,7 +7,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
 
@@ -569,21 +569,69 @@ def _check_role_change(actor: User | None, user: User, role: str, clearance: str
     _check_grant(actor, user.org, clearance, role)
 
 
+#: ``update_user(until=KEEP)``: leave the clearance grant's end date as it is
+KEEP = object()
+
+
+def grant_end(until: date) -> datetime:
+    """A grant "until 2027-01-31" holds through that whole day (UTC): it lapses at the
+    first instant of the next day."""
+    return datetime(until.year, until.month, until.day, tzinfo=UTC) + timedelta(days=1)
+
+
+def grant_until(expires_at: datetime | None) -> date | None:
+    """The last day a grant ending at ``expires_at`` holds (the inverse of grant_end)."""
+    return None if expires_at is None else (expires_at - timedelta(days=1)).date()
+
+
+def parse_until(raw: str | None, field: str = "clearance_until") -> date | None:
+    """``YYYY-MM-DD`` (blank: no end date); today or later."""
+    text = (raw or "").strip()
+    if not text:
+        return None
+    try:
+        until = date.fromisoformat(text)
+    except ValueError:
+        raise ServiceError(f"An end date is written YYYY-MM-DD (got {text[:40]!r}).",
+                           field=field, code="bad_date") from None
+    return until
+
+
+def _check_until(until: date | None) -> None:
+    if until is not None and grant_end(until) <= utcnow():
+        raise ServiceError(f"The grant cannot end in the past ({until.isoformat()}); give "
+                           "today or a later day.", field="clearance_until", code="bad_date")
+
+
 def update_user(actor: User | None, user: User, *, clearance: str | None = None,
-                role: str | None = None) -> None:
-    """Change clearance and/or role: both are checked before either is written."""
+                role: str | None = None, until: date | None | object = KEEP) -> None:
+    """Change clearance (and its end date: ``until`` is the last day the grant holds,
+    None for no end) and/or role: everything is checked before anything is written."""
     new_clearance = clearance if clearance is not None and clearance != user.clearance else None
     new_role = role if role is not None and role != user.role else None
+    new_expiry = user.clearance_expires_at
+    if until is not KEEP:
+        assert until is None or isinstance(until, date)
+        new_expiry = grant_end(until) if until is not None else None
+        if new_expiry != user.clearance_expires_at:
+            _check_until(until)
+            _check_clearance_change(actor, user, new_clearance or user.clearance)
     if new_clearance is not None:
         _check_clearance_change(actor, user, new_clearance)
     if new_role is not None:
         _check_role_change(actor, user, new_role, new_clearance or user.clearance)
-    if new_clearance is not None:
-        old = user.clearance
-        user.clearance = new_clearance
+    if new_clearance is not None or new_expiry != user.clearance_expires_at:
+        old, old_until = user.clearance, grant_until(user.clearance_expires_at)
+        user.clearance = new_clearance or user.clearance
+        user.clearance_expires_at = new_expiry
         access.forget(user)
+        until_text = grant_until(new_expiry)
+        dates = {} if old_until is None and until_text is None else {
+            "old_until": old_until.isoformat() if old_until else None,
+            "until": until_text.isoformat() if until_text else None}
         audit.record("clearance_changed", actor=actor or "cli", target_type="user",
-                     target_id=user.id, email=user.email, old=old, new=new_clearance)
+                     target_id=user.id, email=user.email, old=old, new=user.clearance,
+                     **dates)
     if new_role is not None:
         old = user.role
         user.role = new_role
@@ -592,9 +640,11 @@ def update_user(actor: User | None, user: User, *, clearance: str | None = None,
     db.commit()
 
 
-def set_clearance(actor: User | None, user: User, clearance: str) -> None:
+def set_clearance(actor: User | None, user: User, clearance: str,
+                  until: date | None = None) -> None:
+    """A new grant replaces the old one: without ``until`` it has no end date."""
     _check_clearance_change(actor, user, clearance)
-    update_user(actor, user, clearance=clearance)
+    update_user(actor, user, clearance=clearance, until=until)
 
 
 def set_role(actor: User | None, user: User, role: str) -> None:

@@ -25,6 +25,9 @@ class Organization(Base):
     ceiling: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     status_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: when an admin last trusted or renewed the organization; levels with ``revet_days``
+    #: lapse that many days later (app/access.py); NULL: never vetted (lapsed)
+    vetted_at: Mapped[datetime | None] = mapped_column(default=utcnow)
 
     domains: Mapped[list[OrgDomain]] = relationship(
         back_populates="org", cascade="all, delete-orphan", order_by="OrgDomain.domain",

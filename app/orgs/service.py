@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select, update
 
-from app import audit, state
+from app import access, audit, clock, state
 from app.auth.models import User
 from app.db import db, utcnow
 from app.errors import NotFound, ServiceError
@@ -103,6 +105,8 @@ def _apply_status(actor: User | None, org: Organization, status: str) -> None:
     old = org.status
     org.status = status
     org.status_changed_at = utcnow()
+    if status == OrgStatus.TRUSTED.value:
+        org.vetted_at = org.status_changed_at  # trusting is vetting
     if status != OrgStatus.TRUSTED.value:
         # End every member's sessions for good (as disabling a user does), so that
         # trusting the organization again later does not revive them.
@@ -119,6 +123,47 @@ def _apply_ceiling(actor: User | None, org: Organization, ceiling: str) -> None:
     org.ceiling = ceiling
     audit.record("org_ceiling_changed", actor=actor or "cli", target_type="org",
                  target_id=org.slug, old=old, new=ceiling)
+
+
+@dataclass(frozen=True)
+class TrustLapse:
+    """The next level at which an organization's trust lapses without a renewal."""
+
+    level: str
+    label: str
+    at: datetime
+
+    @property
+    def lapsed(self) -> bool:
+        return clock.now() >= self.at
+
+
+def trust_lapse(org: Organization) -> TrustLapse | None:
+    """The first lapse among the levels up to the organization's ceiling (the highest
+    level with ``revet_days`` lapses first), or None when none asks for re-vetting."""
+    policy = state.policy()
+    if not policy.is_level(org.ceiling):
+        return None
+    lapses = [(at, level) for level in policy.levels_up_to(org.ceiling)
+              if (at := access.trust_lapses_at(org.vetted_at, level)) is not None]
+    if not lapses:
+        return None
+    # the level that lapses first; among ties the lowest (its members lose most)
+    at, level = min(lapses, key=lambda pair: (pair[0], pair[1].rank))
+    return TrustLapse(level.key, level.label, at)
+
+
+def renew_trust(actor: User | None, org: Organization) -> None:
+    """An admin re-vetted the organization: its trust runs for another ``revet_days``
+    from now at every level."""
+    if org.status != OrgStatus.TRUSTED.value:
+        raise ServiceError(f"{org.name} is {org.status}; trust it instead of renewing.",
+                           code="not_trusted")
+    old = org.vetted_at
+    org.vetted_at = utcnow()
+    audit.record("org_trust_renewed", actor=actor or "cli", target_type="org",
+                 target_id=org.slug, previous=old.isoformat() if old else None)
+    db.commit()
 
 
 def set_status(actor: User | None, org: Organization, status: str) -> None:

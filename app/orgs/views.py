@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from wtforms.fields.choices import SelectChoice
 
 from app import state
+from app.auth.forms import EmptyForm
 from app.auth.models import Role
 from app.db import db
 from app.errors import ServiceError
@@ -23,7 +24,8 @@ def _level_choices() -> list[SelectChoice]:
 
 def _render_index(form: OrgForm, status: int = 200) -> Any:
     return render_template("orgs/index.html", orgs=service.list_orgs(),
-                           counts=service.member_counts(), form=form), status
+                           counts=service.member_counts(), form=form,
+                           trust_lapse=service.trust_lapse), status
 
 
 @bp.get("/")
@@ -75,4 +77,23 @@ def edit(slug: str) -> Any:
         else:
             flash(f"Saved {org.name}.", "success")
             return redirect(url_for("orgs.index"))
-    return render_template("orgs/edit.html", org=org, form=form), 400 if form.errors else 200
+    return render_template("orgs/edit.html", org=org, form=form,
+                           lapse=service.trust_lapse(org), renew_form=EmptyForm()), (
+        400 if form.errors else 200)
+
+
+@bp.post("/<slug>/renew")
+@role_required(Role.ADMIN)
+def renew(slug: str) -> Any:
+    org = service.get_org(slug)
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    try:
+        service.renew_trust(current_user, org)
+    except ServiceError as exc:
+        flash(exc.message, "error")
+    else:
+        lapse = service.trust_lapse(org)
+        flash(f"Recorded a re-vetting of {org.name}" + (
+            f"; the next is due by {lapse.at:%Y-%m-%d}." if lapse else "."), "success")
+    return redirect(url_for("orgs.edit", slug=org.slug))

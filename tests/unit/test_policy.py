@@ -473,6 +473,53 @@ BAD_CASES: list[tuple[str, Corrupt, list[str]]] = [
         _level("public", "max_attachment_mb = 100", "max_attachment_mb = 0"),
         ["policies/levels.toml: levels[0].max_attachment_mb: must be >= 1 when attachments"],
     ),
+    # --- traceability and expiry (optional fields)
+    (
+        "unknown download mode",
+        _level("confidential", 'downloads = "stamped"', 'downloads = "watermarked"'),
+        ["policies/levels.toml: levels[3].downloads: must be one of 'original', 'stamped', "
+         "'view-only' (got 'watermarked')"],
+    ),
+    (
+        "downloads less strict than the level below",
+        _level("restricted", 'downloads = "original"', 'downloads = "view-only"'),
+        ["policies/levels.toml: levels[3].downloads: must be at least as strict as the "
+         "level below ('restricted': 'view-only')"],
+    ),
+    (
+        "watermark dropped above a level that shows one",
+        lambda d: (replace_in_level(d, "restricted", "watermark = false", "watermark = true"),
+                   replace_in_level(d, "confidential", "watermark = true", "watermark = false")),
+        ["policies/levels.toml: levels[3].watermark: must be true: the level below "
+         "('restricted') already shows a watermark"],
+    ),
+    (
+        "renewal longer above than below",
+        _level("confidential", "renew_days = 365", "renew_days = 400"),
+        ["policies/levels.toml: levels[3].renew_days: must be between 1 and 365: the level "
+         "below ('restricted') already lapses after 365 days (got 400)"],
+    ),
+    (
+        "re-vetting switched off above a level that has it",
+        _level("confidential", "revet_days = 365", "revet_days = 0"),
+        ["policies/levels.toml: levels[3].revet_days: must be between 1 and 365"],
+    ),
+    (
+        "negative renewal",
+        _level("network", "renew_days = 365", "renew_days = -1"),
+        ["policies/levels.toml: levels[1].renew_days: must be an integer >= 0 (got -1)"],
+    ),
+    (
+        "watermark not a boolean",
+        _level("confidential", "watermark = true", 'watermark = "yes"'),
+        ["policies/levels.toml: levels[3].watermark: must be true or false (got 'yes')"],
+    ),
+    (
+        "public stamped",
+        _level("public", "max_attachment_mb = 100",
+               'max_attachment_mb = 100\ndownloads = "stamped"'),
+        ["policies/levels.toml: levels[0].downloads: must be 'original' for the 'public' level"],
+    ),
     # --- the public level
     (
         "no public level",
@@ -706,6 +753,27 @@ def test_non_markdown_files_in_ndas_are_ignored(policy_dir: Path) -> None:
     (policy_dir / "ndas" / "README.txt").write_text("notes", encoding="utf-8")
     (policy_dir / "ndas" / ".restricted.md.swp").write_text("junk", encoding="utf-8")
     assert set(load_policy(policy_dir).ndas) == {"network-terms", "restricted", "confidential"}
+
+
+def test_traceability_fields_are_optional_and_default_to_off(policy_dir: Path) -> None:
+    path = policy_dir / "levels.toml"
+    text = path.read_text(encoding="utf-8")
+    for line in ('downloads = "stamped"\n', 'downloads = "original"\n', "watermark = true\n",
+                 "watermark = false\n", "renew_days = 365\n", "revet_days = 365\n",
+                 "revet_days = 730\n"):
+        text = text.replace(line, "")
+    path.write_text(text, encoding="utf-8")
+    levels = load_policy(policy_dir).levels
+    assert {(lv.downloads, lv.watermark, lv.renew_days, lv.revet_days) for lv in levels} == {
+        ("original", False, 0, 0)}
+
+
+def test_default_policy_stamps_and_marks_confidential_and_renews_yearly(policy: Policy) -> None:
+    confidential = policy.level("confidential")
+    assert (confidential.downloads, confidential.watermark) == ("stamped", True)
+    assert confidential.stamped and not confidential.view_only
+    assert [lv.renew_days for lv in policy.levels] == [0, 365, 365, 365]
+    assert [lv.revet_days for lv in policy.levels] == [0, 730, 365, 365]
 
 
 def test_colour_is_normalised_to_lowercase(policy_dir: Path) -> None:

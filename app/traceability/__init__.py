@@ -1,0 +1,2 @@
+"""Traceability: per-reader stamped copies of files, ``enclave trace``, the on-screen
+watermark and view-only levels (see docs/traceability.md)."""

@@ -1,0 +1,295 @@
+"""Seeing files and pages under a level's marking policy: what each file offers (the
+original, a stamped copy, a view in the page, nothing), view-only rendering (images and
+PDF pages turned into stamped PNGs on the server, notebooks into stamped HTML), and the
+on-screen watermark tile.
+
+One path decrypts and shows a file: ``attachments.open_plaintext`` (access checked by
+the caller through ``attachments.get_attachment``), then the renderers here.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from markupsafe import Markup
+from PIL import Image, ImageDraw
+
+from app import audit, clock, state
+from app.attachments import service as attachments
+from app.attachments.models import Attachment
+from app.auth.models import User
+from app.context import client_ip
+from app.db import db
+from app.errors import NotFound
+from app.traceability import image as images
+from app.traceability import pdf as pdfs
+from app.traceability import text as texts
+from app.traceability.marks import Mark, new_code, new_copy_id
+from app.traceability.models import AttachmentCopy
+from app.traceability.service import NotServed, _whole, level_of
+
+MiB = 1024 * 1024
+#: a view's page images can be fetched for this long after the view page was shown
+VIEW_HOURS = 12
+MAX_VIEW_PAGES = 200
+RENDER_SCALE = 1.6  # 115 dpi: readable on screen, heavy enough to discourage scraping
+#: the watermark tile's size (the stylesheet repeats it at its natural size)
+TILE = (460, 250)
+_IMAGE_EXT = {"png", "jpg", "jpeg", "webp", "gif"}
+_IMAGE_TYPES = {"image/png", "image/jpeg", "image/webp", "image/gif"}
+
+
+def guess_kind(att: Attachment) -> str | None:
+    """What a file is, from its name and declared type (the list does not decrypt it)."""
+    ext = texts.extension(att.filename)
+    if ext == "pdf" or att.content_type == "application/pdf":
+        return "pdf"
+    if ext in _IMAGE_EXT or att.content_type in _IMAGE_TYPES:
+        return "image"
+    return texts.text_kind(att.filename)
+
+
+def serve_mode(att: Attachment) -> str:
+    """original | stamped | view | unserved: what the reader of this level gets."""
+    level = level_of(att)
+    kind = guess_kind(att)
+    if level.view_only:
+        return "view" if kind in ("pdf", "image", "notebook") else "unserved"
+    if level.stamped:
+        return "stamped" if kind else "unserved"
+    return "original"
+
+
+# --------------------------------------------------------------------------- views
+
+
+@dataclass
+class View:
+    attachment: Attachment
+    copy: AttachmentCopy
+    kind: str
+    pages: int = 1
+    html: Markup | None = None
+
+
+def _mark_for(copy: AttachmentCopy, att: Attachment) -> Mark:
+    return Mark(copy_id=copy.id, code=copy.code, reader=copy.user.display_name,
+                org=copy.user.org.name, at=copy.created_at,
+                level_label=level_of(att).label)
+
+
+def open_view(user: User, att: Attachment) -> View:
+    """A view of ``att`` in the page (access checked by the caller): one recorded copy
+    (kind ``view``) whose code every rendered image of this view carries."""
+    kind = guess_kind(att)
+    if kind not in ("pdf", "image", "notebook"):
+        raise NotServed(f"{level_of(att).label} files of this type are listed but not "
+                        f"shown or served.", code="not_viewable")
+    copy = AttachmentCopy(id=new_copy_id(), code=new_code(), attachment_id=att.id,
+                          finding_id=att.finding_id, user_id=user.id, kind="view",
+                          level=att.finding.level, ip=client_ip.get() or None,
+                          created_at=clock.now())
+    view = View(att, copy, kind)
+    try:
+        if kind == "pdf":
+            view.pages = min(MAX_VIEW_PAGES, _pdf_page_count(att, user))
+        elif kind == "notebook":
+            view.html = notebook_html(_whole(att, user, texts.MAX_NOTEBOOK_BYTES, "notebooks"),
+                                      _mark_for_new(copy, user, att))
+    except pdfs.NotStampable as exc:
+        raise NotServed(f"This file cannot be shown: {exc}.", code="not_viewable") from None
+    db.add(copy)
+    audit.record("attachment_viewed", actor=user, target_type="attachment", target_id=att.id,
+                 copy_id=copy.id, code=copy.code, kind=kind, finding_id=att.finding_id,
+                 level=att.finding.level)
+    db.commit()
+    return view
+
+
+def _mark_for_new(copy: AttachmentCopy, user: User, att: Attachment) -> Mark:
+    return Mark(copy_id=copy.id, code=copy.code, reader=user.display_name, org=user.org.name,
+                at=copy.created_at, level_label=level_of(att).label)
+
+
+def view_copy(user: User, att: Attachment, copy_id: str) -> AttachmentCopy:
+    """The reader's own recent view of ``att``; anything else answers like a missing id."""
+    copy = db.get(AttachmentCopy, copy_id) if isinstance(copy_id, str) and \
+        len(copy_id) == 32 else None
+    if (copy is None or copy.kind != "view" or copy.user_id != user.id
+            or copy.attachment_id != att.id
+            or clock.now() - copy.created_at > timedelta(hours=VIEW_HOURS)):
+        raise NotFound()
+    return copy
+
+
+def _pdf_source(att: Attachment, user: Any) -> pdfs.ReplayReader:
+    return pdfs.ReplayReader(lambda: attachments.open_plaintext(att, actor=user), att.size,
+                             cache_blocks=64, max_passes=12, max_read=64 * MiB)
+
+
+def _pdf_page_count(att: Attachment, user: Any) -> int:
+    import pypdfium2 as pdfium
+
+    source = _pdf_source(att, user)
+    try:
+        document = pdfium.PdfDocument(source)
+    except pdfium.PdfiumError:
+        raise pdfs.NotStampable("PDFium cannot open it") from None
+    except (pdfs._ReadTooLarge, pdfs._TooManyPasses):
+        raise pdfs.NotStampable("it is too large to render in bounded memory") from None
+    try:
+        return len(document)
+    finally:
+        document.close()
+        source.close()
+
+
+def render_png(user: User, att: Attachment, copy: AttachmentCopy, page: int) -> bytes:
+    """Page ``page`` of a PDF, or the image itself, stamped for the view's reader."""
+    mark = _mark_for(copy, att)
+    kind = guess_kind(att)
+    try:
+        if kind == "image":
+            data = _whole(att, user, images.MAX_IMAGE_BYTES, "images")
+            try:
+                picture = Image.open(io.BytesIO(data))
+                if picture.width * picture.height > images.MAX_PIXELS:
+                    raise pdfs.NotStampable("too many pixels")
+                picture.load()
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                raise pdfs.NotStampable(exc.__class__.__name__) from None
+            if page != 0:
+                raise NotFound()
+        elif kind == "pdf":
+            picture = _render_pdf_page(att, user, page)
+        else:
+            raise NotFound()
+    except pdfs.NotStampable:
+        raise NotFound() from None
+    picture.thumbnail((2000, 2000))
+    out = io.BytesIO()
+    images.stamped_picture(picture, mark).save(out, "PNG")
+    return out.getvalue()
+
+
+def _render_pdf_page(att: Attachment, user: Any, page: int) -> Image.Image:
+    import pypdfium2 as pdfium
+
+    source = _pdf_source(att, user)
+    try:
+        document = pdfium.PdfDocument(source)
+    except (pdfium.PdfiumError, pdfs._ReadTooLarge, pdfs._TooManyPasses):
+        source.close()
+        raise pdfs.NotStampable("PDFium cannot open it") from None
+    try:
+        if not 0 <= page < min(len(document), MAX_VIEW_PAGES):
+            raise NotFound()
+        return document[page].render(scale=RENDER_SCALE).to_pil().convert("RGB")
+    finally:
+        document.close()
+        source.close()
+
+
+# --------------------------------------------------------------------------- notebooks
+
+
+def _stamped_data_uri(b64: str, mark: Mark) -> str | None:
+    try:
+        picture = Image.open(io.BytesIO(base64.b64decode(b64, validate=False)))
+        picture.load()
+    except Exception:  # noqa: BLE001 - an unreadable output is left out
+        return None
+    out = io.BytesIO()
+    images.stamped_picture(picture, mark).save(out, "PNG")
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def _source(value: Any) -> str:
+    return "".join(value) if isinstance(value, list) else str(value or "")
+
+
+def notebook_html(data: bytes, mark: Mark) -> Markup:
+    """A notebook for reading in the page: Markdown cells through the app's sanitizing
+    renderer, code and text outputs as text, PNG/JPEG outputs stamped; other outputs
+    (HTML, JavaScript, widgets) are never shown."""
+    from app.rendering import render_markdown
+
+    try:
+        notebook = json.loads(data)
+        cells = notebook["cells"]
+        assert isinstance(cells, list)
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise pdfs.NotStampable("it is not an nbformat 4 notebook") from None
+    parts = [Markup('<p class="file-mark">{}</p>').format(mark.one_line)]
+    for cell in cells[:2000]:
+        if not isinstance(cell, dict):
+            continue
+        source = _source(cell.get("source"))
+        if cell.get("cell_type") == "markdown":
+            parts.append(Markup('<div class="nb-markdown">{}</div>').format(
+                Markup(render_markdown(source))))  # noqa: S704 - sanitized by the renderer
+        elif cell.get("cell_type") == "code":
+            parts.append(Markup('<pre class="nb-code"><code>{}</code></pre>').format(source))
+            for output in cell.get("outputs", [])[:50]:
+                if not isinstance(output, dict):
+                    continue
+                if output.get("output_type") == "stream":
+                    parts.append(Markup('<pre class="nb-output">{}</pre>').format(
+                        _source(output.get("text"))))
+                    continue
+                bundle = output.get("data") or {}
+                picture = next((bundle[k] for k in ("image/png", "image/jpeg") if k in bundle),
+                               None)
+                uri = _stamped_data_uri(_source(picture), mark) if picture else None
+                if uri:
+                    parts.append(Markup('<img class="nb-figure" alt="Cell output" src="{}">'
+                                        ).format(uri))
+                elif "text/plain" in bundle:
+                    parts.append(Markup('<pre class="nb-output">{}</pre>').format(
+                        _source(bundle["text/plain"])))
+                elif output.get("output_type") == "error":
+                    parts.append(Markup('<pre class="nb-output">{}: {}</pre>').format(
+                        output.get("ename", ""), output.get("evalue", "")))
+    return Markup("\n").join(parts)
+
+
+# --------------------------------------------------------------------------- watermark
+
+
+def watermark_png(user: User, level_label: str) -> bytes:
+    """A transparent tile with the reader's name, organization and the time, on a slant
+    in a faint colour; pages repeat it over their content."""
+    now = clock.now()
+    lines = [f"{user.display_name} - {user.org.name}",
+             f"{now:%Y-%m-%d %H:%M} UTC - {level_label}"]
+    font = images._font(16)
+    probe = ImageDraw.Draw(Image.new("RGBA", (1, 1)))
+    width = int(max(probe.textlength(line, font=font) for line in lines)) + 20
+    layer = Image.new("RGBA", (width, 64), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    for i, line in enumerate(lines):
+        draw.text((10, 6 + 28 * i), line, font=font, fill=(120, 20, 20, 44))
+    layer = layer.rotate(22, expand=True, resample=Image.Resampling.BICUBIC)
+    tile = Image.new("RGBA", (max(TILE[0], layer.width + 24), TILE[1]), (0, 0, 0, 0))
+    tile.alpha_composite(layer, ((tile.width - layer.width) // 2,
+                                 max(0, (tile.height - layer.height) // 2)))
+    out = io.BytesIO()
+    tile.save(out, "PNG", optimize=True)
+    return out.getvalue()
+
+
+def watermark_level(user: Any, levels: set[str]) -> str | None:
+    """The highest of ``levels`` that asks for a watermark and that ``user`` may read."""
+    from app import access
+
+    policy = state.policy()
+    readable = access.readable_levels(user)
+    marked = [policy.level(k) for k in levels
+              if policy.is_level(k) and k in readable and policy.level(k).watermark]
+    return max(marked, key=lambda lv: lv.rank).key if marked else None
+

@@ -29,6 +29,22 @@ def _sign_in(page, live_server, user) -> None:  # type: ignore[no-untyped-def]
     page.wait_for_url(f"{live_server}/home")
 
 
+def _use_policy(served, tmp_path, *, view_only: bool = False):  # type: ignore[no-untyped-def]
+    """The default policy with Confidential asking for any second factor (these tests sign
+    in with a code; passkeys have their own), optionally view-only. Returns the previous
+    policy, to put back."""
+    dst = tmp_path / "policies"
+    shutil.copytree(served.extensions["enclave.policy"].source_dir, dst)
+    levels = dst / "levels.toml"
+    text = levels.read_text().replace('mfa = "passkey"', "mfa = true")
+    if view_only:
+        text = text.replace('downloads = "stamped"', 'downloads = "view-only"')
+    levels.write_text(text)
+    saved = served.extensions["enclave.policy"]
+    served.extensions["enclave.policy"] = load_policy(dst)
+    return saved
+
+
 def _world():  # type: ignore[no-untyped-def]
     org = make_org("northlight")
     org.name = "Northlight Labs"
@@ -55,7 +71,16 @@ def _world():  # type: ignore[no-untyped-def]
     return reader, finding
 
 
-def test_watermarked_page_and_stamped_download(browser, live_server, app):  # type: ignore[no-untyped-def]
+def test_watermarked_page_and_stamped_download(browser, live_app, app, tmp_path):  # type: ignore[no-untyped-def]
+    live_server, served = live_app
+    saved = _use_policy(served, tmp_path)
+    try:
+        _watermarked_page_and_stamped_download(browser, live_server)
+    finally:
+        served.extensions["enclave.policy"] = saved
+
+
+def _watermarked_page_and_stamped_download(browser, live_server):  # type: ignore[no-untyped-def]
     reader, finding = _world()
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
@@ -95,13 +120,7 @@ def test_watermarked_page_and_stamped_download(browser, live_server, app):  # ty
 
 def test_view_only_level_shows_stamped_page_images(page, live_app, app, tmp_path):  # type: ignore[no-untyped-def]
     live_server, served = live_app
-    dst = tmp_path / "policies"
-    shutil.copytree(served.extensions["enclave.policy"].source_dir, dst)
-    levels = dst / "levels.toml"
-    levels.write_text(levels.read_text().replace('downloads = "stamped"',
-                                                 'downloads = "view-only"'))
-    saved = served.extensions["enclave.policy"]
-    served.extensions["enclave.policy"] = load_policy(dst)
+    saved = _use_policy(served, tmp_path, view_only=True)
     try:
         reader, finding = _world()
         _sign_in(page, live_server, reader)

@@ -13,8 +13,9 @@ import io
 import math
 
 import segno
-from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin
+from PIL import Image, ImageDraw, ImageOps, PngImagePlugin
 
+from app.traceability.lettering import draw_text, text_width
 from app.traceability.marks import Mark
 from app.traceability.pdf import NotStampable
 
@@ -37,10 +38,6 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
-
-
 def stamped_picture(img: Image.Image, mark: Mark) -> Image.Image:
     """The picture with the band below and the diagonal line over it (RGB or RGBA)."""
     mode = "RGBA" if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info \
@@ -56,8 +53,8 @@ def stamped_picture(img: Image.Image, mark: Mark) -> Image.Image:
     diag = math.hypot(width, height)
     size = max(10, min(96, int(diag * 0.7 / max(1, len(text)) * 1.8)))
     layer = Image.new("RGBA", (int(diag), size * 2), (0, 0, 0, 0))
-    ImageDraw.Draw(layer).text((size // 2, size // 2), text, font=_font(size),
-                               fill=(170, 25, 25, 72))
+    draw_text(ImageDraw.Draw(layer), (size // 2, size // 2), text, size,
+              fill=(170, 25, 25, 72))
     layer = layer.rotate(math.degrees(math.atan2(height, width)), expand=True,
                          resample=Image.Resampling.BICUBIC)
     overlay = Image.new("RGBA", (width, height), (0, 0, 0, 0))
@@ -80,11 +77,9 @@ def stamped_picture(img: Image.Image, mark: Mark) -> Image.Image:
     line = max(8, min(band // 3, 28))
     for offset, words, colour in ((3, mark.headline, (150, 20, 20, 255)),
                                   (3 + line + 2, mark.footline, (40, 40, 40, 255))):
-        font = _font(line)
-        while line > 8 and draw.textlength(words, font=font) > text_room:
+        while line > 8 and text_width(words, line) > text_room:
             line -= 1
-            font = _font(line)
-        draw.text((6, height + offset), words, font=font, fill=colour)
+        draw_text(draw, (6, height + offset), words, line, fill=colour)
     return framed if mode == "RGBA" else framed.convert("RGB")
 
 

@@ -29,6 +29,7 @@ from app.errors import NotFound
 from app.traceability import image as images
 from app.traceability import pdf as pdfs
 from app.traceability import text as texts
+from app.traceability.lettering import draw_text, text_width
 from app.traceability.marks import Mark, new_code, new_copy_id
 from app.traceability.models import AttachmentCopy
 from app.traceability.service import NotServed, _whole, level_of
@@ -267,13 +268,11 @@ def watermark_png(user: User, level_label: str) -> bytes:
     now = clock.now()
     lines = [f"{user.display_name} - {user.org.name}",
              f"{now:%Y-%m-%d %H:%M} UTC - {level_label}"]
-    font = images._font(16)
-    probe = ImageDraw.Draw(Image.new("RGBA", (1, 1)))
-    width = int(max(probe.textlength(line, font=font) for line in lines)) + 20
+    width = int(max(text_width(line, 16) for line in lines)) + 20
     layer = Image.new("RGBA", (width, 64), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     for i, line in enumerate(lines):
-        draw.text((10, 6 + 28 * i), line, font=font, fill=(120, 20, 20, 44))
+        draw_text(draw, (10, 6 + 28 * i), line, 16, fill=(120, 20, 20, 44))
     layer = layer.rotate(22, expand=True, resample=Image.Resampling.BICUBIC)
     tile = Image.new("RGBA", (max(TILE[0], layer.width + 24), TILE[1]), (0, 0, 0, 0))
     tile.alpha_composite(layer, ((tile.width - layer.width) // 2,

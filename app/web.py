@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from flask import (
     Flask,
@@ -333,11 +335,49 @@ def form_error(exc: ServiceError, form: Any) -> None:
         flash(exc.message, "error")
 
 
+#: characters a browser drops or reads as a slash when it parses a URL (WHATWG URL:
+#: ASCII tab and newlines are removed anywhere, C0 controls and spaces trimmed at the
+#: ends, a backslash is a slash in http(s) URLs): none belongs in a path we follow
+_UNSAFE_IN_NEXT = re.compile(r"[\x00-\x20\x7f\\]")
+
+
 def safe_next(target: str | None, default: str) -> str:
-    """Only same-site relative paths are followed after sign-in."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return default
+    """The ``next`` of a sign-in or NDA page, if it is a path on this site; else ``default``.
+
+    Parsed with the standard library's URL parser, then normalised: no scheme and no
+    host (``//host``, ``https://``, userinfo), ASCII only (unicode dots and full-width
+    slashes), nothing a browser drops or reads as a slash (tab, newlines, backslash),
+    also once percent-decoded (``%2F%2F``, ``%5C``, ``%09``), and dot segments and
+    repeated slashes collapsed, so the result is one absolute path (``/.//x`` is ``/x``).
+    The answer is the normalised path with its query, never the raw input."""
+    if not target or len(target) > 2048 or not target.isascii():
+        return default
+    if _UNSAFE_IN_NEXT.search(target) or target.startswith("//"):
+        return default  # ``///host`` has an empty host to Python, ``host`` to a browser
+    parts = urlsplit(target)
+    if (parts.scheme or parts.netloc or not parts.path.startswith("/")
+            or _UNSAFE_IN_NEXT.search(unquote(parts.path))):
+        return default
+    segments: list[str] = []
+    for segment in parts.path.split("/")[1:]:
+        plain = unquote(segment)
+        if plain in ("", "."):
+            continue
+        if plain == "..":
+            if segments:
+                segments.pop()
+            continue
+        if "/" in plain or plain.startswith("."):
+            return default  # an encoded slash, or a dot segment a browser may resolve
+        segments.append(segment)
+    path = "/" + "/".join(segments)
+    if parts.path.endswith("/") and segments:
+        path += "/"
+    result = urlunsplit(("", "", path, parts.query, ""))
+    check = urlsplit(result)
+    if check.scheme or check.netloc or not result.startswith("/") or result.startswith("//"):
+        return default  # pragma: no cover - the steps above leave only a path
+    return result
 
 
 def int_arg(name: str, default: int = 1, *, maximum: int = 10**6) -> int:

@@ -3,6 +3,8 @@ out inert on every page that shows them; the HTML cache follows the body."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from app.findings import service
@@ -50,9 +52,11 @@ def test_markdown_features_survive_sanitizing():
     html = render_markdown(
         "# Title\n\n**bold** _it_ `x<y`\n\n```python\nif a < b:\n    print('<b>')\n```\n\n"
         "| a | b |\n|---|---|\n| 1 | 2 |\n\n[link](https://example.org) <https://x.example>")
-    assert "<h1>Title</h1>" in html and "<strong>bold</strong>" in html
+    assert '<h1 id="h-title">Title <a class="header-anchor" href="#h-title">#</a></h1>' in html
+    assert "<strong>bold</strong>" in html
     assert "<code>x&lt;y</code>" in html
-    assert "if a &lt; b:\n    print('&lt;b&gt;')" in html  # code keeps its text
+    code = html.split('<code class="language-python">', 1)[1].split("</code>", 1)[0]
+    assert re.sub(r"<[^>]+>", "", code) == "if a &lt; b:\n    print('&lt;b&gt;')\n"  # its text
     assert "<table>" in html and "<td>1</td>" in html
     assert 'href="https://example.org" rel="nofollow noopener noreferrer"' in html
 

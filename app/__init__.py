@@ -12,7 +12,13 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
-from app.config import ConfigError, Settings, ensure_dev_secret, load_settings
+from app.config import (
+    ConfigError,
+    Settings,
+    ensure_dev_secret,
+    load_settings,
+    prepare_instance,
+)
 from app.context import client_ip, request_id
 from app.db import bind, db, make_engine
 
@@ -41,6 +47,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from app.policy import load_policy
 
     settings = load_settings(overrides)
+    prepare_instance(settings)
     ensure_dev_secret(settings)
     policy = load_policy(settings.policy_dir)
     configure_unsealer(keyring_unsealer())

@@ -330,6 +330,7 @@ def user_add(email: str, org_slug: str, clearance: str, role: str, password_stdi
              display_name: str | None, username: str | None) -> None:
     """Add a user; without --password-stdin, print an invitation link instead."""
     from app.auth import service
+    from app.links import external_url
     from app.orgs.service import get_org
 
     org = get_org(org_slug)
@@ -341,10 +342,9 @@ def user_add(email: str, org_slug: str, clearance: str, role: str, password_stdi
         click.echo(f"added {user.email} ({user.role}, clearance {user.clearance}) to {org.slug}")
         return
     new = service.invite(None, org, email, clearance, role)
-    base = current_app.extensions["enclave.settings"].base_url.rstrip("/")
     click.echo(f"invited {new.invitation.email}; the link works once, until "
                f"{new.invitation.expires_at:%Y-%m-%d %H:%M} UTC:")
-    click.echo(f"{base}/invite/{new.token}")
+    click.echo(external_url("auth.accept_invitation", token=new.token))
 
 
 @user_group.command("clearance")

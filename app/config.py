@@ -7,6 +7,7 @@ Production (``ENCLAVE_ENV=production``) refuses to start without real settings.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -89,8 +90,12 @@ class Settings:
     #: warning e-mails go this many days before a grant, NDA signature or trust lapses
     expiry_warning_days: int = 14
     metrics_allow: list[Any] = field(default_factory=list)
+    #: in production /metrics answers only ``Authorization: Bearer <this>``
+    metrics_token: str | None = None
     json_logs: bool = False
     generated: list[str] = field(default_factory=list)
+    #: the settings given explicitly (environment or overrides), not defaulted
+    explicit: frozenset[str] = frozenset()
 
     @property
     def production(self) -> bool:
@@ -135,9 +140,13 @@ def load_settings(overrides: dict[str, object] | None = None) -> Settings:
         "expiry_warning_days": _env_int("EXPIRY_WARNING_DAYS", 14),
         "metrics_allow": _networks(_env("METRICS_ALLOW", "127.0.0.1/32,::1/128") or ""),
         "json_logs": _env_bool("LOG_JSON", env == "production"),
+        "metrics_token": _env("METRICS_TOKEN"),
     }
+    explicit = {name for name in ("BASE_URL", "PROXY_COUNT") if _env(name) is not None}
     if overrides:
         values.update(overrides)
+        explicit |= {name.upper() for name in overrides}
+    values["explicit"] = frozenset(explicit)
     settings = Settings(**values)  # type: ignore[arg-type]
     _validate(settings)
     return settings
@@ -153,14 +162,35 @@ def _validate(settings: Settings) -> None:
         if not _env("KEYRING") and not settings.keyring_path.exists():
             problems.append(
                 "ENCLAVE_KEYRING must name an existing keyring file")
+        if "BASE_URL" not in settings.explicit or not _absolute_http(settings.base_url):
+            problems.append("ENCLAVE_BASE_URL must be set to the site's public URL "
+                            "(https://host[/prefix]): every absolute link is built from it")
+        if "PROXY_COUNT" not in settings.explicit:
+            problems.append("ENCLAVE_PROXY_COUNT must be set: the number of trusted proxies "
+                            "in front (1 behind one nginx; 0 only if clients connect directly)")
+        if settings.metrics_token is not None and len(settings.metrics_token) < 32:
+            problems.append("ENCLAVE_METRICS_TOKEN must be at least 32 random characters")
+        if settings.keyring_path.exists() and settings.keyring_path.stat().st_mode & 0o077:
+            problems.append(f"the keyring file {settings.keyring_path} is readable or "
+                            "writable by group or others: chmod 600 it")
         if problems:
             raise ConfigError("production settings refused: " + "; ".join(problems))
+    if settings.proxy_count < 0:
+        raise ConfigError("ENCLAVE_PROXY_COUNT must be 0 or more")
     if settings.password_reset_minutes < 1:
         raise ConfigError("ENCLAVE_PASSWORD_RESET_MINUTES must be at least 1")
     if not 1 <= settings.expiry_warning_days <= 365:
         raise ConfigError("ENCLAVE_EXPIRY_WARNING_DAYS must be between 1 and 365")
     if settings.min_password_length < 8:
         raise ConfigError("ENCLAVE_MIN_PASSWORD_LENGTH must be at least 8")
+
+
+def _absolute_http(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme in {"http", "https"} and bool(parts.hostname) \
+        and not parts.query and not parts.fragment
 
 
 def keyring_unsealer() -> Any:
@@ -205,6 +235,26 @@ def keyring_unsealer() -> Any:
     if passphrase:
         return lambda: passphrase.encode("utf-8")
     return None
+
+
+def prepare_instance(settings: Settings) -> None:
+    """Create the instance folder (0700) and, outside production, the SQLite database
+    file (0600) before anything writes there, so that neither the secret key, the
+    keyring nor the database is ever readable by other local users."""
+    path = settings.instance_path
+    if not path.exists():
+        path.mkdir(parents=True, mode=0o700)
+        path.chmod(0o700)  # mkdir's mode is filtered by the umask
+    if settings.production or not settings.is_sqlite:
+        return
+    from sqlalchemy.engine import make_url
+
+    name = make_url(settings.database_url).database
+    if name and name != ":memory:" and not name.startswith("file:"):
+        db_file = Path(name)
+        with contextlib.suppress(FileExistsError):
+            db_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.close(os.open(db_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def ensure_dev_secret(settings: Settings) -> None:

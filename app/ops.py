@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import logging
 import os
@@ -82,7 +83,24 @@ def install_metrics(app: Flask) -> None:
         return response
 
 
+def _metrics_token_given() -> bool:
+    """The request carries ``Authorization: Bearer <ENCLAVE_METRICS_TOKEN>`` (compared in
+    constant time)."""
+    expected = state.settings().metrics_token
+    header = request.headers.get("Authorization", "")
+    if not expected or not header.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(header[7:].strip().encode(), expected.encode())
+
+
 def _metrics_allowed() -> bool:
+    """Production: only the bearer token (behind a proxy every request comes from the
+    proxy's address, so an address rule lets anyone in). Elsewhere also the
+    ENCLAVE_METRICS_ALLOW networks and signed-in admins."""
+    if _metrics_token_given():
+        return True
+    if state.settings().production:
+        return False
     allowed = state.settings().metrics_allow
     try:
         addr = ipaddress.ip_address(request.remote_addr or "")
@@ -95,7 +113,8 @@ def _metrics_allowed() -> bool:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    """Prometheus text format: only from ENCLAVE_METRICS_ALLOW networks or for admins."""
+    """Prometheus text format: for the bearer token ENCLAVE_METRICS_TOKEN; outside
+    production also from ENCLAVE_METRICS_ALLOW networks or for admins."""
     if not _metrics_allowed():
         abort(404)
     registry = REGISTRY

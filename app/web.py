@@ -36,6 +36,7 @@ from app.auth.models import Role
 from app.config import Settings
 from app.crypto.fields import FieldIntegrityError
 from app.errors import MfaRequired, NdaRequired, PasskeyRequired, ServiceError
+from app.links import external_url
 
 log = logging.getLogger("enclave.web")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -135,7 +136,8 @@ def install_web_hooks(app: Flask, settings: Settings) -> None:
         return {"policy": policy, "banner": banner, "Role": Role,
                 "clearance_lapsed": _clearance_lapsed, "grant_until": grant_until,
                 "min_password_length": state.settings().min_password_length,
-                "csp_nonce": getattr(g, "csp_nonce", "")}
+                "csp_nonce": getattr(g, "csp_nonce", ""),
+                "external_url": external_url}
 
     @app.errorhandler(ServiceError)
     def _service_error(exc: ServiceError) -> Any:

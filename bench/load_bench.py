@@ -252,6 +252,8 @@ def production_env(base: dict[str, str], *, url: str, redis_url: str, secret_key
             "ENCLAVE_KEYRING": str(instance / "keyring.json"),
             "ENCLAVE_KEYRING_UNSEALED": "allow",  # a throwaway keyring of this run
             "ENCLAVE_INSTANCE_PATH": str(instance), "ENCLAVE_SECURE_COOKIES": "false",
+            "ENCLAVE_BASE_URL": "http://127.0.0.1",  # links are not followed here
+            "ENCLAVE_PROXY_COUNT": "0",  # the load client connects to gunicorn directly
             "ENCLAVE_LOGIN_LIMIT": "100000 per minute",
             "ENCLAVE_API_LIMIT": "100000 per minute",
             "ENCLAVE_SEARCH_LIMIT": "100000 per minute",

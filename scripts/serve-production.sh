@@ -12,6 +12,8 @@ export ENCLAVE_DATABASE_URL="${ENCLAVE_DATABASE_URL:-postgresql+psycopg://postgr
 export ENCLAVE_REDIS_URL="${ENCLAVE_REDIS_URL:-redis://127.0.0.1:6379/0}"
 export ENCLAVE_KEYRING="${ENCLAVE_KEYRING:-$INSTANCE/keyring.json}"
 export ENCLAVE_SECURE_COOKIES="${ENCLAVE_SECURE_COOKIES:-false}"  # plain HTTP on localhost
+export ENCLAVE_BASE_URL="${ENCLAVE_BASE_URL:-http://${ENCLAVE_GUNICORN_BIND:-127.0.0.1:8000}}"
+export ENCLAVE_PROXY_COUNT="${ENCLAVE_PROXY_COUNT:-0}"  # browsers connect to gunicorn here
 
 umask 077
 mkdir -p "$INSTANCE"

@@ -305,6 +305,7 @@ def test_production_refuses_an_unsealed_keyring(tmp_path, monkeypatch):
     monkeypatch.delenv("ENCLAVE_KEYRING_UNSEALED", raising=False)
     overrides = {"instance_path": tmp_path, "keyring_path": tmp_path / "keyring.json",
                  "database_url": "postgresql+psycopg://u@127.0.0.1:1/x", "env": "production",
-                 "secret_key": "s" * 40}
+                 "secret_key": "s" * 40, "base_url": "https://enclave.example.org",
+                 "proxy_count": 1}
     with pytest.raises(ConfigError, match="not sealed"):
         create_app(overrides)

@@ -213,3 +213,27 @@ def test_redis_stopping_and_coming_back(migrated, instance_dir, api_token):
         for logger in watched:
             logger.removeHandler(records)
         _stop(server)
+
+
+def test_metrics_in_production_needs_the_bearer_token(client, app, monkeypatch):
+    from app import state
+
+    settings = state.settings()
+    monkeypatch.setattr(settings, "env", "production")
+    token = "m" * 40
+    local = {"REMOTE_ADDR": "127.0.0.1"}
+    # behind a proxy on the same host every request comes from loopback: not enough
+    assert client.get("/metrics", environ_base=local).status_code == 404
+    assert client.get("/metrics", environ_base=local,
+                      headers={"Authorization": f"Bearer {token}"}).status_code == 404
+    monkeypatch.setattr(settings, "metrics_token", token)
+    assert client.get("/metrics", environ_base=local).status_code == 404
+    for wrong in ("Bearer " + "m" * 39, "Bearer " + "m" * 41, "Basic " + token, token):
+        assert client.get("/metrics", environ_base=local,
+                          headers={"Authorization": wrong}).status_code == 404, wrong
+    right = client.get("/metrics", environ_base={"REMOTE_ADDR": "203.0.113.9"},
+                       headers={"Authorization": f"Bearer {token}"})
+    assert right.status_code == 200 and "enclave_http_requests_total" in right.text
+    admin = make_user(make_org(), role="admin", mfa_on=False)
+    login(client, admin)
+    assert client.get("/metrics", environ_base=local).status_code == 404

@@ -48,6 +48,7 @@ def test_production_does_not_create_a_keyring(tmp_path, monkeypatch):
     with pytest.raises(KeyringError, match="not found"):
         create_app(_base(tmp_path, env="production", secret_key="k" * 40,
                          database_url="postgresql+psycopg://u@127.0.0.1/db",
+                         base_url="https://enclave.example.org", proxy_count=1,
                          keyring_path=tmp_path / "missing.json"))
 
 
@@ -80,3 +81,66 @@ def test_console_script_prints_one_line_and_exits_2_on_bad_config(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: production settings refused")
+
+
+def _production(tmp_path: Path, **extra):  # type: ignore[no-untyped-def]
+    keyring = tmp_path / "keyring.json"
+    if not keyring.exists():
+        keyring.write_text("{}")
+        keyring.chmod(0o600)
+    settings = {"env": "production", "secret_key": "k" * 40,
+                "database_url": "postgresql+psycopg://u@127.0.0.1:1/db",
+                "base_url": "https://enclave.example.org", "proxy_count": 1, **extra}
+    return _base(tmp_path, **settings)
+
+
+@pytest.mark.parametrize("missing, needle", [
+    ("base_url", "ENCLAVE_BASE_URL"),
+    ("proxy_count", "ENCLAVE_PROXY_COUNT"),
+])
+def test_production_requires_base_url_and_proxy_count(tmp_path, monkeypatch, missing, needle):
+    for name in ("BASE_URL", "PROXY_COUNT"):
+        monkeypatch.delenv(f"ENCLAVE_{name}", raising=False)
+    overrides = _production(tmp_path)
+    load_settings(overrides)  # complete: accepted
+    del overrides[missing]
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(overrides)
+    # the environment counts as well as overrides
+    monkeypatch.setenv(f"ENCLAVE_{missing.upper()}",
+                       "https://lab.example" if missing == "base_url" else "0")
+    assert load_settings(overrides).production
+
+
+@pytest.mark.parametrize("url", ["enclave.example.org", "ftp://enclave.example.org",
+                                 "https://", "https://enclave.example.org/?next=x"])
+def test_production_refuses_a_base_url_that_is_not_an_absolute_http_url(tmp_path, url):
+    with pytest.raises(ConfigError, match="ENCLAVE_BASE_URL"):
+        load_settings(_production(tmp_path, base_url=url))
+
+
+def test_production_refuses_a_short_metrics_token(tmp_path):
+    with pytest.raises(ConfigError, match="ENCLAVE_METRICS_TOKEN"):
+        load_settings(_production(tmp_path, metrics_token="short"))
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o644])
+def test_production_refuses_a_keyring_readable_by_group_or_others(tmp_path, mode):
+    keyring = tmp_path / "keyring.json"
+    keyring.write_text("{}")
+    keyring.chmod(mode)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_settings(_production(tmp_path))
+    keyring.chmod(0o600)
+    load_settings(_production(tmp_path))
+
+
+def test_development_creates_its_folder_0700_and_database_0600(tmp_path):
+    instance = tmp_path / "fresh" / "instance"
+    create_app(_base(instance, env="development", secret_key=None))
+    assert oct(instance.stat().st_mode & 0o777) == "0o700"
+    for name in ("secret_key", "keyring.json", "x.db"):
+        assert oct((instance / name).stat().st_mode & 0o777) == "0o600", name
+    # SQLite gives its journal files the database file's mode
+    for extra in instance.glob("x.db-*"):
+        assert extra.stat().st_mode & 0o077 == 0, extra.name

@@ -137,6 +137,7 @@ def server_env(database_url: str, instance: Path, port: int, **extra: str) -> di
         "ENCLAVE_INSTANCE_PATH": str(instance),
         "ENCLAVE_SECURE_COOKIES": "false",
         "ENCLAVE_PROXY_COUNT": "1",
+        "ENCLAVE_BASE_URL": f"http://127.0.0.1:{port}",
         "ENCLAVE_LOGIN_LIMIT": f"{LOGIN_LIMIT} per minute",
         "ENCLAVE_GUNICORN_BIND": f"127.0.0.1:{port}",
         "ENCLAVE_GUNICORN_WORKERS": "2",

@@ -17,6 +17,7 @@ from app.auth.models import Invitation, Role, User
 from app.auth.passkeys import remove_all_passkeys
 from app.db import db, utcnow
 from app.errors import NotFound, ServiceError
+from app.links import external_url
 from app.orgs.models import Organization
 from app.pagination import paginate
 from app.policy import PUBLIC_LEVEL
@@ -98,7 +99,7 @@ def invite() -> Any:
             db.rollback()
             form_error(exc, form)
         else:
-            link = url_for("auth.accept_invitation", token=new.token, _external=True)
+            link = external_url("auth.accept_invitation", token=new.token)
             flash(f"Invitation for {new.invitation.email} created. Send them the link below; "
                   "it works once.", "success")
             form = _invite_form(False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request, url_for
+from flask import request
 
 from app import state
 from app.api import (
@@ -24,6 +24,7 @@ from app.auth.models import Role
 from app.db import db
 from app.errors import ServiceError
 from app.findings import service as findings
+from app.links import external_url
 from app.publish import service as public_service
 from app.review import flags, service
 from app.review.models import Flag, OrgAffiliation, ReviewComment, ReviewRequest
@@ -86,7 +87,7 @@ def request_json(req: ReviewRequest) -> dict[str, Any]:
         body["attachments"] = [{"attachment_id": a.attachment_id, "filename": a.filename,
                                 "size": a.size, "sha256": a.sha256} for a in req.attachments]
     if req.state == "released":
-        body["public_url"] = url_for("public.show", item_id=req.id, _external=True)
+        body["public_url"] = external_url("public.show", item_id=req.id)
     return body
 
 
@@ -349,9 +350,9 @@ def affiliations_remove(id: int) -> Any:
 
 def public_json(rec: public_service.PublicRecord) -> dict[str, Any]:
     return public_service.record_json(
-        rec, page_url=url_for("public.show", item_id=rec.id, _external=True),
-        file_url=lambda f: url_for("public.download", item_id=rec.id, file_id=f.id,
-                                   _external=True))
+        rec, page_url=external_url("public.show", item_id=rec.id),
+        file_url=lambda f: external_url("public.download", item_id=rec.id,
+                                        file_id=f.id))
 
 
 @bp.get("/public/findings")

@@ -26,6 +26,7 @@ from app.auth.passwords import (
 )
 from app.db import db, utcnow
 from app.errors import Forbidden, NotFound, ServiceError
+from app.links import external_url
 from app.orgs.models import Organization, OrgStatus
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,38}[a-z0-9]$")
@@ -203,7 +204,7 @@ def request_password_reset(email: str) -> EmailMessage | None:
 def _reset_message(user: User, token: str, minutes: int) -> EmailMessage:
     from app.notifications.mail import sender_address
 
-    link = f"{state.settings().base_url.rstrip('/')}/reset/{token}"
+    link = external_url("auth.reset_password", token=token)
     msg = EmailMessage()
     msg["From"] = sender_address()
     msg["To"] = formataddr((user.display_name, user.email))

@@ -13,7 +13,7 @@ from flask_login import current_user
 from sqlalchemy import select
 from wtforms.fields.choices import SelectChoice
 
-from app import access, state
+from app import access, links, state
 from app.auth.forms import EmptyForm
 from app.auth.models import Role
 from app.db import db
@@ -241,7 +241,8 @@ def declare_conflict(finding_id: int) -> Any:
 
 
 def _same_site(target: str | None) -> bool:
-    return bool(target) and target.startswith(request.host_url)  # type: ignore[union-attr]
+    """A referrer on this site, by ENCLAVE_BASE_URL (never by the request's Host)."""
+    return bool(target) and target.startswith(links.base_url() + "/")  # type: ignore[union-attr]
 
 
 # ---------------------------------------------------------------- publication requests

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, request
 
-from app import audit, state
+from app import audit, links, state
 from app.auth.service import sha256_hex
 from app.db import db
 from app.extensions import csrf, limiter
@@ -53,7 +53,7 @@ def _authenticate() -> None:
     g.scim = None
     g.scim_org_slug = slug
     org = org_for_token(slug, token)
-    g.scim = Scim(org, request.url_root.rstrip("/") + f"/scim/v2/{org.slug}")
+    g.scim = Scim(org, links.base_url() + f"/scim/v2/{org.slug}")
 
 
 @bp.errorhandler(ScimError)

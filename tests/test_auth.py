@@ -37,6 +37,7 @@ from tests.conftest import csrf_from, running_app
 from tests.factories import PASSWORD, login, make_org, make_user, post_form, totp_now
 
 NEW_PASSWORD = "harbour-violet-tundra-anchor"
+RECOVERY_CODE_RE = r"<li>([a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4})</li>"
 
 
 # ---------------------------------------------------------------- request isolation
@@ -708,7 +709,7 @@ def test_enrolment_turns_2fa_on_and_shows_ten_recovery_codes(client, app):
     login(other, user)
     secret, response = _enrol(client, user)
     assert response.status_code == 200
-    codes = re.findall(r"<li>([0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4})</li>", text(response))
+    codes = re.findall(RECOVERY_CODE_RE, text(response))
     assert len(codes) == 10 and len(set(codes)) == 10
     assert "Two-factor authentication is on." in text(response)
     assert reload(user).mfa_enabled
@@ -731,17 +732,26 @@ def test_enrolment_page_once_on_offers_turning_off(client):
     assert "<svg" not in text(page)
 
 
-def test_turning_2fa_off_needs_the_password(client):
+def test_turning_2fa_off_needs_the_password_and_a_code(client):
     user = make_user(make_org(), clearance="confidential", passkey=False)
     login(client, user)
     # no passkey: the confidential level (mfa = "passkey") stays closed
     assert access.readable_levels(reload(user)) == {"public", "network", "restricted"}
-    response = post_form(client, "/account/2fa/disable", {"password": "not-my-password"},
+    response = post_form(client, "/account/2fa/disable",
+                         {"password": "not-my-password", "code": totp_now(user, 1)},
                          form_url="/account/2fa")
     assert response.status_code == 302
     assert "The password is wrong." in text(client.get(response.location))
     assert reload(user).mfa_enabled
-    response = post_form(client, "/account/2fa/disable", {"password": PASSWORD},
+    # The password alone (a session left open, a stolen password) is not enough.
+    for code in ("", "000000", "abcd-efgh-ijkl-mnop"):
+        response = post_form(client, "/account/2fa/disable",
+                             {"password": PASSWORD, "code": code}, form_url="/account/2fa")
+        assert response.status_code == 302
+        assert reload(user).mfa_enabled, code
+    assert actions("mfa_disable_refused")[-1].details_dict["reason"] == "code"
+    response = post_form(client, "/account/2fa/disable",
+                         {"password": PASSWORD, "code": totp_now(user, 1)},
                          form_url="/account/2fa")
     assert response.status_code == 302 and response.location == "/account"
     assert "Two-factor authentication is off." in text(client.get("/account"))
@@ -757,6 +767,50 @@ def test_turning_2fa_off_needs_the_password(client):
     assert "Needs two-factor authentication." in home
 
 
+def test_turning_2fa_off_with_a_recovery_code_uses_it(client):
+    user = make_user(make_org(), passkey=False)
+    codes = mfa.new_recovery_codes(user)
+    db.commit()
+    login(client, user)
+    response = post_form(client, "/account/2fa/disable",
+                         {"password": PASSWORD, "code": codes[0]}, form_url="/account/2fa")
+    assert response.status_code == 302 and response.location == "/account"
+    assert not reload(user).mfa_enabled
+
+
+def test_recovery_codes_have_80_bits_and_are_hashed_like_passwords(client):
+    user = make_user(make_org())
+    codes = mfa.new_recovery_codes(user)
+    db.commit()
+    for code in codes:
+        letters = code.replace("-", "")
+        assert len(letters) == 16 and re.fullmatch(r"[a-z2-7]{16}", letters)  # 16 x 5 bits
+    rows = db.scalars(select(RecoveryCode).where(RecoveryCode.user_id == user.id)).all()
+    hashes = [r.code_hash for r in rows]
+    assert all(h.startswith("$argon2id$") for h in hashes)
+    assert len({h.split("$")[4] for h in hashes}) == 10  # each with its own salt
+    for code in codes:
+        assert code.replace("-", "") not in " ".join(hashes)
+    assert mfa.use_recovery_code(reload(user), codes[5].upper())
+    db.commit()
+    assert not mfa.use_recovery_code(reload(user), codes[5])
+
+
+def test_older_sha256_recovery_codes_still_work_once_and_ask_for_new_ones(client):
+    import hashlib
+
+    user = make_user(make_org(), passkey=False)
+    old = "1a2b-3c4d-5e6f"
+    db.add(RecoveryCode(user_id=user.id,
+                        code_hash=hashlib.sha256(b"1a2b3c4d5e6f").hexdigest()))
+    db.commit()
+    login(client, user)
+    assert "older, shorter" in text(client.get("/account/2fa"))
+    assert mfa.use_recovery_code(reload(user), old)
+    db.commit()
+    assert not mfa.use_recovery_code(reload(user), old)
+
+
 def test_regenerating_recovery_codes_voids_the_old_ones(client):
     user = make_user(make_org())
     old = mfa.new_recovery_codes(user)
@@ -765,7 +819,7 @@ def test_regenerating_recovery_codes_voids_the_old_ones(client):
     response = post_form(client, "/account/2fa/recovery-codes", {"code": totp_now(user, 1)},
                          form_url="/account/2fa")
     assert response.status_code == 200
-    new = re.findall(r"<li>([0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4})</li>", text(response))
+    new = re.findall(RECOVERY_CODE_RE, text(response))
     assert len(new) == 10 and not set(new) & set(old)
     assert not mfa.use_recovery_code(reload(user), old[0])
 

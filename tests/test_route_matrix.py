@@ -604,7 +604,7 @@ ROUTES: dict[str, R] = {
                                              "password": "a-new-long-passphrase-9",
                                              "confirm": "a-new-long-passphrase-9"}),
     "auth.mfa_setup": R(("GET", "POST"), form={"code": "123456"}),
-    "auth.mfa_disable": R(("POST",), form={"password": PASSWORD}),
+    "auth.mfa_disable": R(("POST",), form={"password": PASSWORD, "code": "123456"}),
     "auth.mfa_recovery_codes": R(("POST",), form={"code": "123456"}),
     "auth.tokens": R(("GET", "POST"), form={"name": "new"}),
     "auth.passkeys": R(("GET",)),

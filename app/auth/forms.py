@@ -47,6 +47,8 @@ class MfaConfirmForm(FlaskForm):
 
 class MfaDisableForm(FlaskForm):
     password = PasswordField("Password", validators=[DataRequired()])
+    code = StringField("Code from your authenticator app, or a recovery code",
+                       validators=[DataRequired(), Length(max=40)])
 
 
 class ConfirmForm(FlaskForm):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -13,6 +14,7 @@ from sqlalchemy import or_, select, update
 
 from app import state
 from app.auth.models import RecoveryCode, User
+from app.auth.passwords import hash_password, matches_hash
 from app.crypto.wrap import IntegrityError, seal, unseal
 from app.db import db, utcnow
 
@@ -90,8 +92,28 @@ def verify_totp(user: User, code: str, *, secret: str | None = None) -> bool:
     return True
 
 
-def _hash_code(code: str) -> str:
-    return hashlib.sha256(code.replace("-", "").lower().encode()).hexdigest()
+#: random bytes in a recovery code: 80 bits, written as 16 base32 letters and digits
+RECOVERY_CODE_BYTES = 10
+
+
+def _normal_code(code: str) -> str:
+    return "".join(code.split()).replace("-", "").lower()
+
+
+def _legacy_hash(code: str) -> str:
+    """How codes made before 80-bit codes were hashed (unsalted SHA-256); such rows still
+    work once each until the owner makes new codes (the account page says so)."""
+    return hashlib.sha256(_normal_code(code).encode()).hexdigest()
+
+
+def _is_legacy(code_hash: str) -> bool:
+    return len(code_hash) == 64 and not code_hash.startswith("$")
+
+
+def new_code() -> str:
+    """One recovery code: 80 random bits as ``xxxx-xxxx-xxxx-xxxx`` (base32, lower case)."""
+    raw = base64.b32encode(secrets.token_bytes(RECOVERY_CODE_BYTES)).decode().lower()
+    return "-".join(raw[i:i + 4] for i in range(0, len(raw), 4))
 
 
 def delete_recovery_codes(user: User) -> None:
@@ -104,20 +126,30 @@ def new_recovery_codes(user: User) -> list[str]:
     delete_recovery_codes(user)
     codes = []
     for _ in range(RECOVERY_CODE_COUNT):
-        raw = secrets.token_hex(6)
-        code = f"{raw[:4]}-{raw[4:8]}-{raw[8:]}"
+        code = new_code()
         codes.append(code)
-        db.add(RecoveryCode(user_id=user.id, code_hash=_hash_code(code)))
+        # Argon2id like a password: a copy of the database does not give the codes
+        db.add(RecoveryCode(user_id=user.id, code_hash=hash_password(_normal_code(code))))
     return codes
 
 
+def _code_matches(code_hash: str, code: str) -> bool:
+    if _is_legacy(code_hash):
+        return hmac.compare_digest(code_hash, _legacy_hash(code))
+    return matches_hash(code_hash, _normal_code(code))
+
+
 def use_recovery_code(user: User, code: str) -> bool:
-    wanted = _hash_code(code.strip())
+    """Use one unused recovery code of ``user``. Each unused row is tried (at most ten
+    Argon2 verifications: the codes carry no selector that would shorten them)."""
+    code = code.strip()
+    if not code or len(code) > 40:
+        return False
     for row in db.scalars(
         select(RecoveryCode).where(RecoveryCode.user_id == user.id,
                                    RecoveryCode.used_at.is_(None))
     ):
-        if hmac.compare_digest(row.code_hash, wanted):
+        if _code_matches(row.code_hash, code):
             # Conditional UPDATE, so a code raced from two requests is used only once.
             claimed = db.execute(
                 update(RecoveryCode)
@@ -130,6 +162,13 @@ def use_recovery_code(user: User, code: str) -> bool:
             db.refresh(row)
             return True
     return False
+
+
+def has_legacy_recovery_codes(user: User) -> bool:
+    """Unused codes made before 80-bit codes (the owner should make new ones)."""
+    return any(_is_legacy(h) for h in db.scalars(
+        select(RecoveryCode.code_hash).where(RecoveryCode.user_id == user.id,
+                                             RecoveryCode.used_at.is_(None))))
 
 
 def remaining_recovery_codes(user: User) -> int:

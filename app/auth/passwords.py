@@ -27,6 +27,14 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return False
 
 
+def matches_hash(stored_hash: str, secret: str) -> bool:
+    """``secret`` against one Argon2 hash (recovery codes); False for any other format."""
+    try:
+        return _hasher.verify(stored_hash, secret)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
 def needs_rehash(password_hash: str) -> bool:
     return _hasher.check_needs_rehash(password_hash)
 

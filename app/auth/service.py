@@ -305,9 +305,22 @@ def enable_mfa(user: User, code: str) -> list[str]:
     return codes
 
 
-def disable_mfa(user: User, password: str) -> None:
+def disable_mfa(user: User, password: str, code: str) -> None:
+    """Turn the authenticator app off: the password and a current code or an unused
+    recovery code (a stolen password, or a session left open, is not enough)."""
     if not verify_password(user.password_hash, password):
+        audit.record("mfa_disable_refused", actor=user, target_type="user",
+                     target_id=user.id, reason="password")
+        db.commit()
         raise ServiceError("The password is wrong.", field="password")
+    code = (code or "").strip()
+    if not (mfa.verify_totp(user, code)
+            or ("-" in code and mfa.use_recovery_code(user, code))):
+        audit.record("mfa_disable_refused", actor=user, target_type="user",
+                     target_id=user.id, reason="code")
+        db.commit()
+        raise ServiceError("Give a current code from your authenticator app, or an unused "
+                           "recovery code.", field="code")
     user.totp_secret_enc = None
     user.totp_enabled_at = None
     user.totp_last_step = None

@@ -318,6 +318,7 @@ def mfa_setup() -> Any:
     if current_user.totp_enabled:
         return render_template("auth/mfa_on.html", form=MfaDisableForm(),
                                regen=MfaConfirmForm(),
+                               legacy_codes=mfa.has_legacy_recovery_codes(current_user),
                                recovery_left=mfa.remaining_recovery_codes(current_user))
     secret = service.start_mfa_enrolment(current_user)
     form = MfaConfirmForm()
@@ -347,19 +348,23 @@ def mfa_setup() -> Any:
 
 @bp.post("/account/2fa/disable")
 @member_required
+@limiter.limit(_login_limit)
 def mfa_disable() -> Any:
     form = MfaDisableForm()
-    if form.validate_on_submit():
-        try:
-            service.disable_mfa(current_user, form.password.data or "")
-        except ServiceError as exc:
-            flash(exc.message, "error")
-            return redirect(url_for("auth.mfa_setup"))
-        _stay_signed_in()
-        flash("Two-factor authentication is off. Levels that require it are closed to you.",
-              "warning")
-        return redirect(url_for("auth.account"))
-    abort(400)
+    if not form.validate_on_submit():
+        if form.csrf_token.errors:
+            abort(400)
+        flash("Give your password and a current code or an unused recovery code.", "error")
+        return redirect(url_for("auth.mfa_setup"))
+    try:
+        service.disable_mfa(current_user, form.password.data or "", form.code.data or "")
+    except ServiceError as exc:
+        flash(exc.message, "error")
+        return redirect(url_for("auth.mfa_setup"))
+    _stay_signed_in()
+    flash("Two-factor authentication is off. Levels that require it are closed to you.",
+          "warning")
+    return redirect(url_for("auth.account"))
 
 
 @bp.post("/account/2fa/recovery-codes")

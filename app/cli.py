@@ -755,8 +755,10 @@ def review_queue(email: str) -> None:
     for item in page.items:
         ident = item.request.id if item.request else item.flag.id  # type: ignore[union-attr]
         what = item.request.kind if item.request else "flag"
+        pin = (f"\tround {item.request.round}\tpin {item.request.content_sha256}"
+               if item.request else "")
         click.echo(f"{item.since:%Y-%m-%d %H:%M}\t{item.kind}\t{ident}\t{what}\t"
-                   f"finding {item.finding.id}")
+                   f"finding {item.finding.id}{pin}")
     click.echo(f"{page.total} item(s)")
 
 
@@ -768,11 +770,16 @@ def review_queue(email: str) -> None:
 @click.option("--score", "scores", multiple=True, metavar="KEY=N",
               help="One per rubric question of review.toml.")
 @click.option("--comment", default="")
+@click.option("--content-sha256", "pin_sha", required=True,
+              help="The pin of the version you read (`review queue` shows it).")
+@click.option("--round", "pin_round", required=True, type=int,
+              help="The review round of the version you read.")
 @service_command
 def review_decide(request_id: int, email: str, decision: str, risk: str,
-                  scores: tuple[str, ...], comment: str) -> None:
-    """Record a review as EMAIL (all conflict-of-interest rules apply)."""
-    from app.review import service
+                  scores: tuple[str, ...], comment: str, pin_sha: str, pin_round: int) -> None:
+    """Record a review as EMAIL (all conflict-of-interest rules apply), for the version
+    named by --content-sha256 and --round (refused when the request changed since)."""
+    from app.review import pins, service
 
     parsed: dict[str, object] = {}
     for item in scores:
@@ -782,21 +789,27 @@ def review_decide(request_id: int, email: str, decision: str, risk: str,
         parsed[key.strip()] = value.strip()
     user = _get_user(email)
     req = service.request_for_review(user, request_id)
-    service.add_review(user, req, decision=decision, risk=risk, scores=parsed,
-                       comment=comment)
+    service.add_review(user, req, seen=pins.parse(pin_sha, pin_round), decision=decision,
+                       risk=risk, scores=parsed, comment=comment)
     click.echo(f"request {req.id}: review recorded; state {req.state}")
 
 
 @review_group.command("release")
 @click.argument("request_id", type=int)
 @click.option("--as", "email", required=True, help="An administrator's e-mail.")
+@click.option("--content-sha256", "pin_sha", required=True,
+              help="The pin of the version you approve for release.")
+@click.option("--round", "pin_round", required=True, type=int,
+              help="The review round of that version.")
 @service_command
-def review_release(request_id: int, email: str) -> None:
-    """Release an approved publication request (or apply a declassification)."""
-    from app.review import service
+def review_release(request_id: int, email: str, pin_sha: str, pin_round: int) -> None:
+    """Release an approved publication request (or apply a declassification), for the
+    version named by --content-sha256 and --round."""
+    from app.review import pins, service
 
     user = _get_user(email)
-    req = service.release(user, service.get_request(user, request_id))
+    req = service.release(user, service.get_request(user, request_id),
+                          seen=pins.parse(pin_sha, pin_round))
     click.echo(f"request {req.id}: {req.state}")
 
 

@@ -142,7 +142,7 @@ def install_web_hooks(app: Flask, settings: Settings) -> None:
     @app.errorhandler(ServiceError)
     def _service_error(exc: ServiceError) -> Any:
         if wants_json():
-            return json_error(exc.status, exc.code, exc.message)
+            return json_error(exc.status, exc.code, exc.message, **getattr(exc, "extra", {}))
         if isinstance(exc, NdaRequired):
             flash(exc.message, "warning")
             return redirect(url_for("ndas.index", next=request.path))

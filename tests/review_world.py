@@ -14,6 +14,7 @@ from app.findings.models import Finding
 from app.orgs.models import Organization
 from app.review import service
 from app.review.models import ReviewRequest
+from app.review.pins import current as seen_of
 from tests.factories import make_finding, make_org, make_user
 
 INTERNAL_BODY = "Internal: layer 17 head 4 ablation recipe with exact steering vector 0xDEADBEEF."
@@ -77,5 +78,6 @@ def publish_request(w: World, **overrides: Any) -> ReviewRequest:
 
 
 def approve(user: User, req: ReviewRequest, risk: str = "low") -> Any:
-    return service.add_review(user, req, decision="approve", risk=risk, scores=scores(),
+    return service.add_review(user, req, seen=seen_of(req),
+                              decision="approve", risk=risk, scores=scores(),
                               comment="Fine to publish.")

@@ -29,6 +29,7 @@ from app.notifications.models import Notification
 from app.review import flags
 from app.review import service as review
 from app.review.models import Flag, Review, ReviewRequest
+from app.review.pins import current as seen_of
 from app.submissions import service as submissions
 from app.submissions.models import FormSubmission
 from tests.conftest import csrf_from, running_app
@@ -351,7 +352,8 @@ def test_one_review_per_reviewer_even_when_submitted_at_once(fault_app):
     def submit() -> Callable[[], Any]:
         reviewer = db.get(User, w.rev_b.id)
         target = review.request_for_review(reviewer, req.id)
-        return lambda: review.add_review(reviewer, target, decision="approve", risk="low",
+        return lambda: review.add_review(reviewer, target, seen=seen_of(target),
+                                         decision="approve", risk="low",
                                          scores=scores(), comment="Fine.")
 
     results = _race(fault_app, [submit] * 4)
@@ -371,7 +373,8 @@ def test_concurrent_reviews_by_different_reviewers_reach_the_quorum(fault_app):
         def submit() -> Callable[[], Any]:
             reviewer = db.get(User, user_id)
             target = review.request_for_review(reviewer, req.id)
-            return lambda: review.add_review(reviewer, target, decision="approve",
+            return lambda: review.add_review(reviewer, target, seen=seen_of(target),
+                                             decision="approve",
                                              risk="low", scores=scores(), comment="Fine.")
         return submit
 
@@ -578,7 +581,8 @@ def test_duplicate_votes_of_several_reviewers_at_once_one_review_each(fault_app)
         def submit() -> Callable[[], Any]:
             reviewer = db.get(User, user_id)
             target = review.request_for_review(reviewer, req.id)
-            return lambda: review.add_review(reviewer, target, decision="approve",
+            return lambda: review.add_review(reviewer, target, seen=seen_of(target),
+                                             decision="approve",
                                              risk="low", scores=scores(), comment="Fine.")
         return submit
 

@@ -18,6 +18,7 @@ from app.cli import enclave
 from app.db import db
 from app.publish import export
 from app.review import service
+from app.review.pins import current as seen_of
 from tests.factories import make_finding
 from tests.review_world import (
     INTERNAL_BODY,
@@ -35,7 +36,7 @@ def _released(w, **extra):  # type: ignore[no-untyped-def]
     req = publish_request(w, **extra)
     approve(w.rev_b, req)
     approve(w.rev_c, req)
-    service.release(w.admin, req)
+    service.release(w.admin, req, seen=seen_of(req))
     return req
 
 
@@ -185,7 +186,7 @@ def test_export_is_deterministic_and_incremental(app, tmp_path):
                                       public_body="Second public text.")
     approve(w.rev_b, req2)
     approve(w.rev_c, req2)
-    service.release(w.admin, req2)
+    service.release(w.admin, req2, seen=seen_of(req2))
     third = export.export_site(one)
     assert f"findings/{req2.id}.html" in third.written
     assert not any(name.startswith("files/") for name in third.written)

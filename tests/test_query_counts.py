@@ -27,6 +27,7 @@ from app.notifications import service as notify
 from app.orgs.models import Organization
 from app.review import flags
 from app.review import service as review
+from app.review.pins import current as seen_of
 from tests.factories import login, make_org, make_user
 from tests.findings_world import isolated_clients, make_category, post, reply  # noqa: F401
 from tests.review_world import scores
@@ -126,7 +127,8 @@ def _grow(w: World, total: int) -> None:
         attach_file(person, w.big, f"extra{n}.txt")
         # the big request: one more comment and one more review
         review.add_comment(person, w.request, f"Comment {n}")
-        review.add_review(person, w.request, decision="changes", risk="low",
+        review.add_review(person, w.request, seen=seen_of(w.request),
+                          decision="changes", risk="low",
                           scores=scores(), comment=f"Change {n}")
         # the public index: one more released item with a file
         released = review.create_publication(person, finding.id, public_title=f"Public {n}",
@@ -134,9 +136,10 @@ def _grow(w: World, total: int) -> None:
                                              attachments=[file.id])
         for approver in (w.reviewer, w.people[(n + 1) % len(w.people)]):
             if approver.org_id != person.org_id:
-                review.add_review(approver, released, decision="approve", risk="low",
+                review.add_review(approver, released, seen=seen_of(released),
+                                  decision="approve", risk="low",
                                   scores=scores(), comment="Fine.")
-        review.release(w.admin, released)
+        review.release(w.admin, released, seen=seen_of(released))
         w.released.append(released)
         pending = post(person, title=f"Pending {n}", body=f"zebrafish pending {n}",
                        level="restricted", orgs=compartment_without(compartment, person))

@@ -18,6 +18,7 @@ from app.findings import search, service
 from app.findings.models import Finding
 from app.review import flags as review_flags
 from app.review import service as review
+from app.review.pins import current as seen_of
 from tests.conftest import TEST_DB_URL
 from tests.factories import login, make_user
 from tests.findings_world import make_category
@@ -66,9 +67,10 @@ def _populate() -> tuple[dict[str, list[str]], list[str], object, dict[str, int]
             public_body=f"Public body {m('pubbody')}", attachments=[att.id],
             note=f"note {m('reqnote')}")
         review.add_comment(w.author, req, f"Comment {m('comment')}")
-        review.add_review(w.rev_b, req, decision="approve", risk="high", scores=scores(),
+        review.add_review(w.rev_b, req, seen=seen_of(req),
+                          decision="approve", risk="high", scores=scores(),
                           comment=f"Review {m('review')}")
-        review.escalate(w.admin, req, f"Escalated {m('escalation')}")
+        review.escalate(w.admin, req, f"Escalated {m('escalation')}", seen=seen_of(req))
         review.withdraw(w.author, req, f"withdrawn {m('withdraw')}")
     # one released request: its public version (and file name) is public content
     level = "restricted"
@@ -81,9 +83,11 @@ def _populate() -> tuple[dict[str, list[str]], list[str], object, dict[str, int]
                                     note=f"note {marker(level, 'releasednote')}")
     markers[level].append(marker(level, "releasednote"))
     public += ["zqxreleasedtitleqzx", "zqxreleasedbodyqzx", "zqxreleasedfileqzx"]
-    review.add_review(w.rev_b, req, decision="approve", risk="low", scores=scores())
-    review.add_review(w.rev_c, req, decision="approve", risk="low", scores=scores())
-    review.release(w.admin, req)
+    review.add_review(w.rev_b, req, seen=seen_of(req),
+                      decision="approve", risk="low", scores=scores())
+    review.add_review(w.rev_c, req, seen=seen_of(req),
+                      decision="approve", risk="low", scores=scores())
+    review.release(w.admin, req, seen=seen_of(req))
     db.commit()
     reader = make_user(w.org_b, name="omar", clearance="confidential")
     return markers, public, reader, ids

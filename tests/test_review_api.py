@@ -20,11 +20,27 @@ def _publish(client, w, headers, **extra):  # type: ignore[no-untyped-def]
                        headers=headers)
 
 
+def _pin(client, req_id, headers):  # type: ignore[no-untyped-def]
+    """The pin as the caller reads it from the request (a well-formed stranger's guess
+    when they cannot read it)."""
+    r = client.get(f"/api/v1/review/requests/{req_id}", headers=headers)
+    if r.status_code != 200:
+        return {"content_sha256": "0" * 64, "round": 1}
+    return {"content_sha256": r.json["content_sha256"], "round": r.json["round"]}
+
+
 def _decide(client, req_id, headers, **overrides):  # type: ignore[no-untyped-def]
-    body = {"decision": "approve", "risk": "low", "scores": scores(), "comment": "ok"}
+    body = {"decision": "approve", "risk": "low", "scores": scores(), "comment": "ok",
+            **_pin(client, req_id, headers)}
     body.update(overrides)
     return client.post(f"/api/v1/review/requests/{req_id}/decisions", json=body,
                        headers=headers)
+
+
+def _act(client, req_id, action, headers, **body):  # type: ignore[no-untyped-def]
+    """escalate, reopen, release: with the pin the caller just read."""
+    return client.post(f"/api/v1/review/requests/{req_id}/{action}", headers=headers,
+                       json={**_pin(client, req_id, headers), **body})
 
 
 def test_full_path_through_the_api(app, client, api_token):
@@ -48,12 +64,11 @@ def test_full_path_through_the_api(app, client, api_token):
     assert r.json["request"]["tally"]["blocked"] is True
 
     admin = api_token(w.admin)
-    r = client.post(f"/api/v1/review/requests/{req_id}/release", headers=admin)
+    r = _act(client, req_id, "release", admin)
     assert r.status_code == 409 and "escalates" in r.json["error"]["message"]
-    r = client.post(f"/api/v1/review/requests/{req_id}/escalate", headers=admin,
-                    json={"reason": "The method is in a published paper."})
+    r = _act(client, req_id, "escalate", admin, reason="The method is in a published paper.")
     assert r.status_code == 200 and r.json["state"] == "approved"
-    r = client.post(f"/api/v1/review/requests/{req_id}/release", headers=admin)
+    r = _act(client, req_id, "release", admin)
     assert r.status_code == 200 and r.json["state"] == "released"
 
     listing = client.get("/api/v1/public/findings").json  # no token
@@ -105,7 +120,7 @@ def test_bad_input_is_refused_and_changes_nothing(app, client, api_token):
     assert _decide(client, req_id, b).status_code == 201
     r = _decide(client, req_id, b)
     assert r.status_code == 409 and r.json["error"]["code"] == "duplicate_review"
-    r = client.post(f"/api/v1/review/requests/{req_id}/release", headers=api_token(w.admin))
+    r = _act(client, req_id, "release", api_token(w.admin))
     assert r.status_code == 409 and "needs 2" in r.json["error"]["message"]
     r = client.post(f"/api/v1/review/requests/{req_id}/withdraw", headers=author, json={})
     assert r.status_code == 200 and r.json["state"] == "withdrawn"

@@ -21,6 +21,11 @@ def _score_args() -> list[str]:
     return out
 
 
+def _pin_args(req) -> list[str]:  # type: ignore[no-untyped-def]
+    db.refresh(req)
+    return ["--content-sha256", req.content_sha256, "--round", str(req.round)]
+
+
 def _one_error_line(result) -> str:  # type: ignore[no-untyped-def]
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
@@ -37,22 +42,23 @@ def test_affiliations_and_decisions_from_the_command_line(app):
                                                         "bravo"))
     assert "authorlab\tbravo\tparent" in run(app, "review", "affiliations").output
     line = _one_error_line(run(app, "review", "decide", str(req.id), "--as", w.rev_b.email,
-                               "--decision", "approve", "--risk", "low", *_score_args()))
+                               "--decision", "approve", "--risk", "low", *_score_args(),
+                               *_pin_args(req)))
     assert "affiliated" in line
     line = _one_error_line(run(app, "review", "decide", str(req.id), "--as", w.rev_c.email,
                                "--decision", "approve", "--risk", "low",
-                               "--score", "capability_uplift=9"))
+                               "--score", "capability_uplift=9", *_pin_args(req)))
     assert "must be a whole number from 0 to 4" in line
     assert db.scalar(select(Review)) is None
     assert "1 item(s)" in run(app, "review", "queue", w.rev_c.email).output
     r = run(app, "review", "decide", str(req.id), "--as", w.rev_c.email, "--decision",
-            "approve", "--risk", "low", *_score_args())
+            "approve", "--risk", "low", *_score_args(), *_pin_args(req))
     assert r.exit_code == 0, r.stderr
     assert "0 item(s)" in run(app, "review", "queue", w.rev_c.email).output
     assert run(app, "review", "unaffiliate", "authorlab", "bravo").exit_code == 0
     assert db.scalar(select(OrgAffiliation)) is None
     assert "needs 2" in _one_error_line(run(app, "review", "release", str(req.id), "--as",
-                                            w.admin.email))
+                                            w.admin.email, *_pin_args(req)))
     approve(w.rev_b, req)
-    r = run(app, "review", "release", str(req.id), "--as", w.admin.email)
+    r = run(app, "review", "release", str(req.id), "--as", w.admin.email, *_pin_args(req))
     assert r.exit_code == 0 and "released" in r.output

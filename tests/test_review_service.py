@@ -15,6 +15,7 @@ from app.db import db, utcnow
 from app.errors import Conflict, Forbidden, NotFound, ServiceError
 from app.review import flags, rules, service
 from app.review.models import ConflictDeclaration, Review, ReviewEvent, ReviewRequest
+from app.review.pins import current as seen_of
 from tests.factories import make_finding, make_org, make_user
 from tests.review_world import approve, attach, build_world, publish_request, scores
 
@@ -80,7 +81,8 @@ def test_one_review_per_reviewer(app):
     req = publish_request(w)
     approve(w.rev_b, req)
     with pytest.raises(Conflict, match="already reviewed"):
-        service.add_review(w.rev_b, req, decision="reject", risk="low", scores=scores(),
+        service.add_review(w.rev_b, req, seen=seen_of(req),
+                           decision="reject", risk="low", scores=scores(),
                            comment="changed my mind")
     assert _count(Review) == 1
 
@@ -101,7 +103,8 @@ def test_rubric_refusals_change_nothing(app, bad, message):
     req = publish_request(w)
     events = _count(ReviewEvent)
     with pytest.raises(ServiceError, match=message):
-        service.add_review(w.rev_b, req, decision="approve", risk="low", scores=bad)
+        service.add_review(w.rev_b, req, seen=seen_of(req),
+                           decision="approve", risk="low", scores=bad)
     assert _count(Review) == 0 and _count(ReviewEvent) == events
 
 
@@ -109,11 +112,14 @@ def test_unknown_decision_and_risk_refused(app):
     w = build_world()
     req = publish_request(w)
     with pytest.raises(ServiceError, match="decision"):
-        service.add_review(w.rev_b, req, decision="maybe", risk="low", scores=scores())
+        service.add_review(w.rev_b, req, seen=seen_of(req),
+                           decision="maybe", risk="low", scores=scores())
     with pytest.raises(ServiceError, match="risk"):
-        service.add_review(w.rev_b, req, decision="approve", risk="extreme", scores=scores())
+        service.add_review(w.rev_b, req, seen=seen_of(req),
+                           decision="approve", risk="extreme", scores=scores())
     with pytest.raises(ServiceError, match="what should change"):
-        service.add_review(w.rev_b, req, decision="changes", risk="low", scores=scores())
+        service.add_review(w.rev_b, req, seen=seen_of(req),
+                           decision="changes", risk="low", scores=scores())
     assert _count(Review) == 0
 
 
@@ -128,16 +134,17 @@ def test_blocking_risk_blocks_until_escalated(app):
     t = service.tally_of(req)
     assert t.quorum_met and t.blocked
     with pytest.raises(Conflict, match="blocks it until an administrator escalates"):
-        service.release(w.admin, req)
+        service.release(w.admin, req, seen=seen_of(req))
     with pytest.raises(Forbidden):
-        service.escalate(w.rev_b, req, "reviewers cannot escalate")
+        service.escalate(w.rev_b, req, "reviewers cannot escalate", seen=seen_of(req))
     with pytest.raises(ServiceError, match="Write why"):
-        service.escalate(w.admin, req, "  ")
-    service.escalate(w.admin, req, "Risk accepted: the method is already public in a paper.")
+        service.escalate(w.admin, req, "  ", seen=seen_of(req))
+    service.escalate(w.admin, req, "Risk accepted: the method is already public in a paper.",
+                     seen=seen_of(req))
     assert req.state == "approved"
     with pytest.raises(Conflict, match="nothing to escalate"):
-        service.escalate(w.admin, req, "again")
-    service.release(w.admin, req)
+        service.escalate(w.admin, req, "again", seen=seen_of(req))
+    service.release(w.admin, req, seen=seen_of(req))
     assert req.state == "released" and req.released_at is not None
     actions = [e.action for e in service.events(req)]
     assert "review_request_escalated" in actions and "review_request_released" in actions
@@ -152,7 +159,8 @@ def test_reject_is_final_until_reopened(app):
     w = build_world()
     req = publish_request(w)
     approve(w.rev_b, req)
-    service.add_review(w.rev_c, req, decision="reject", risk="medium", scores=scores(),
+    service.add_review(w.rev_c, req, seen=seen_of(req),
+                       decision="reject", risk="medium", scores=scores(),
                        comment="Too specific.")
     assert req.state == "rejected"
     with pytest.raises(Conflict, match="rejected"):
@@ -160,8 +168,8 @@ def test_reject_is_final_until_reopened(app):
     with pytest.raises(Conflict, match="rejected"):
         service.edit_request(w.author, req, public_body="new text")
     with pytest.raises(Forbidden):
-        service.reopen(w.author, req, "please")
-    service.reopen(w.admin, req, "The reject cited the wrong paper.")
+        service.reopen(w.author, req, "please", seen=seen_of(req))
+    service.reopen(w.admin, req, "The reject cited the wrong paper.", seen=seen_of(req))
     assert req.state == "submitted" and req.round == 2
     assert all(r.stale for r in db.scalars(select(Review)))
     approve(w.rev_c, req)  # the same reviewer may review the new round
@@ -184,13 +192,14 @@ def test_edit_returns_to_submitted_and_marks_reviews_stale(app):
     assert len(reviews) == 2 and all(r.stale for r in reviews)
     assert service.tally_of(req).approvals_counted == 0
     with pytest.raises(Conflict, match="cannot be released"):
-        service.release(w.admin, req)
+        service.release(w.admin, req, seen=seen_of(req))
 
 
 def test_changes_requested_then_edit(app):
     w = build_world()
     req = publish_request(w)
-    service.add_review(w.rev_b, req, decision="changes", risk="medium", scores=scores(2),
+    service.add_review(w.rev_b, req, seen=seen_of(req),
+                       decision="changes", risk="medium", scores=scores(2),
                        comment="Drop the second paragraph.")
     assert req.state == "changes_requested"
     service.edit_request(w.author, req, public_body="Shorter public text.")
@@ -209,7 +218,7 @@ def test_decisions_on_withdrawn_or_released_are_refused(app):
                                       public_body="Public body.")
     approve(w.rev_b, req2)
     approve(w.rev_c, req2)
-    service.release(w.admin, req2)
+    service.release(w.admin, req2, seen=seen_of(req2))
     with pytest.raises(Conflict, match="released"):
         approve(w.rev_d, req2)
     with pytest.raises(Conflict):
@@ -225,14 +234,14 @@ def test_release_refused_before_embargo_then_allowed(app):
     approve(w.rev_b, req)
     approve(w.rev_c, req)
     with pytest.raises(Conflict, match="embargo until .*Europe/Berlin"):
-        service.release(w.admin, req)
+        service.release(w.admin, req, seen=seen_of(req))
     assert req.state == "approved"
     # time passes
     req.embargo_until = utcnow() - timedelta(minutes=1)
     db.commit()
     # the embargo is pinned: the stored content no longer matches the pin
     with pytest.raises(Conflict, match="does not match its pin"):
-        service.release(w.admin, req)
+        service.release(w.admin, req, seen=seen_of(req))
 
 
 def test_embargo_in_the_past_or_bad_zone_refused(app):
@@ -251,10 +260,10 @@ def test_release_without_quorum_refused(app):
     req = publish_request(w)
     approve(w.rev_b, req)
     with pytest.raises(Conflict, match="needs 2 approving review"):
-        service.release(w.admin, req)
+        service.release(w.admin, req, seen=seen_of(req))
     assert req.state == "submitted"
     with pytest.raises(Forbidden):
-        service.release(w.rev_c, req)
+        service.release(w.rev_c, req, seen=seen_of(req))
 
 
 def test_attachment_of_another_finding_refused(app):
@@ -297,7 +306,7 @@ def test_declassification_lowers_level_when_applied(app):
     approve(w.rev_b, req)
     approve(w.rev_c, req)
     assert req.state == "approved"
-    service.release(w.admin, req)
+    service.release(w.admin, req, seen=seen_of(req))
     assert req.state == "applied"
     db.refresh(w.finding)
     db.refresh(att)
@@ -415,9 +424,9 @@ def test_open_flag_blocks_release(app):
     approve(w.rev_c, req)
     flag = flags.create_flag(w.reader, w.finding.id, reason="r", suggested_level="restricted")
     with pytest.raises(Conflict, match="open dual-use flag"):
-        service.release(w.admin, req)
+        service.release(w.admin, req, seen=seen_of(req))
     flags.resolve_flag(w.rev_d, flag, outcome="dismiss", note="ok")
-    service.release(w.admin, req)
+    service.release(w.admin, req, seen=seen_of(req))
     assert req.state == "released"
 
 
@@ -448,7 +457,8 @@ def test_notifications_for_reviewers_and_the_author(app):
         Notification.kind == "review_work"))}
     # eligible reviewers (and the admin, who reviews too), never the author's organization
     assert work == {w.rev_b.id, w.rev_c.id, w.rev_d.id, w.admin.id}
-    service.add_review(w.rev_b, req, decision="changes", risk="medium", scores=scores(),
+    service.add_review(w.rev_b, req, seen=seen_of(req),
+                       decision="changes", risk="medium", scores=scores(),
                        comment="Drop the figure.")
     results = db.scalars(select(Notification).where(Notification.kind == "review_result")
                          ).all()
@@ -478,7 +488,8 @@ def test_policy_variants(app, migrated, instance_dir, tmp_path):
     other = make_app(migrated, instance_dir, policy_dir=policy_dir)
     with other.app_context():
         req = db.get(ReviewRequest, publish_request(w).id)
-        service.add_review(w.colleague, req, decision="reject", risk="low", scores=scores(),
+        service.add_review(w.colleague, req, seen=seen_of(req),
+                           decision="reject", risk="low", scores=scores(),
                            comment="Not yet.")
         assert req.state == "rejected"
         # not final: the author may edit, which starts a new round

@@ -22,6 +22,21 @@ from tests.review_world import (
 )
 
 
+def pin_from(html: str) -> dict[str, str]:
+    """The hidden pin fields of the page's forms, as a browser sends them back."""
+    sha = re.search(r'name="content_sha256"[^>]*value="([0-9a-f]{64})"', html)
+    rnd = re.search(r'name="round"[^>]*value="(\d+)"', html)
+    assert sha and rnd, "no pin fields in the page"
+    return {"content_sha256": sha.group(1), "round": rnd.group(1)}
+
+
+def post_pinned(client, url: str, data: dict, *, form_url: str):  # type: ignore[no-untyped-def]
+    page = client.get(form_url)
+    assert page.status_code == 200
+    return client.post(url, data={**data, **pin_from(page.text),
+                                  "csrf_token": csrf_from(page.text)})
+
+
 def _review_data(decision: str = "approve", risk: str = "low", **extra: object) -> dict:
     data: dict[str, object] = {"decision": decision, "risk": risk, "comment": "ok"}
     data.update({f"score_{k}": v for k, v in scores().items()})
@@ -86,14 +101,16 @@ def test_reviewer_page_review_form_and_duplicate(app, client):
     page = client.get(f"/review/requests/{req.id}")
     assert page.status_code == 200 and "Your review" in page.text
     assert INTERNAL_BODY.split(":")[1].strip()[:20] in page.text  # reviewers see the internal text
+    pin = pin_from(page.text)
     response = client.post(f"/review/requests/{req.id}/reviews",
-                           data={**_review_data(), "csrf_token": csrf_from(page.text)})
+                           data={**_review_data(), **pin, "csrf_token": csrf_from(page.text)})
     assert response.status_code == 302
     page = client.get(f"/review/requests/{req.id}")
     assert "You reviewed this version" in page.text
     # a second POST (e.g. replayed form) is refused by the service
     response = client.post(f"/review/requests/{req.id}/reviews",
-                           data={**_review_data("reject"), "csrf_token": csrf_from(page.text)})
+                           data={**_review_data("reject"), **pin,
+                                 "csrf_token": csrf_from(page.text)})
     assert response.status_code == 400 and "already reviewed" in response.text
     assert len(db.scalars(select(Review)).all()) == 1
 
@@ -105,7 +122,8 @@ def test_out_of_range_score_refused_on_the_page(app, client):
     page = client.get(f"/review/requests/{req.id}")
     data = _review_data(score_capability_uplift=9)
     response = client.post(f"/review/requests/{req.id}/reviews",
-                           data={**data, "csrf_token": csrf_from(page.text)})
+                           data={**data, **pin_from(page.text),
+                                 "csrf_token": csrf_from(page.text)})
     assert response.status_code == 400 and "from 0 to 4" in response.text
     assert db.scalar(select(Review)) is None
 
@@ -150,13 +168,13 @@ def test_thread_escalate_release_through_pages(app, client):
     login(admin, w.admin)
     page = admin.get(url)
     assert "Escalate" in page.text and "blocks it until an administrator escalates" in page.text
-    r = post_form(admin, f"{url}/release", {}, form_url=url)
+    r = post_pinned(admin, f"{url}/release", {}, form_url=url)
     assert r.status_code == 302
     assert "cannot be released" in admin.get(url).text
-    r = post_form(admin, f"{url}/escalate", {"reason": "Published elsewhere already."},
-                  form_url=url)
+    r = post_pinned(admin, f"{url}/escalate", {"reason": "Published elsewhere already."},
+                    form_url=url)
     assert r.status_code == 302
-    r = post_form(admin, f"{url}/release", {}, form_url=url)
+    r = post_pinned(admin, f"{url}/release", {}, form_url=url)
     assert r.status_code == 302
     db.refresh(req)
     assert req.state == "released"

@@ -54,6 +54,7 @@ from app.review import flags, rules
 from app.review import service as review
 from app.review.levels import change_level
 from app.review.models import Flag, ReviewRequest
+from app.review.pins import current as seen_of
 from tests.conftest import csrf_from, empty_database, make_app
 from tests.factories import PASSWORD, login, make_org, make_user
 
@@ -316,7 +317,8 @@ def build_world(world: World) -> dict[str, User]:
         world.requests["pub"] = pub.id
         world.request_files["pub"] = pub.attachments[0].id
         scores = {k: 1 for k in state.policy().review.rubric_keys()}
-        review.add_review(u["reviewer"], pub, decision="approve", risk="low", scores=scores,
+        review.add_review(u["reviewer"], pub, seen=seen_of(pub),
+                          decision="approve", risk="low", scores=scores,
                           comment=f"ok {world.add('reviewcomment', Vis('request', ('pub',)))}")
         review.add_comment(u["reviewer"], pub,
                            f"thread {world.add('threadcomment', Vis('request', ('pub',)))}")
@@ -328,11 +330,13 @@ def build_world(world: World) -> dict[str, User]:
             attachments=[world.attachments["rel"]])
         world.requests["rel"] = rel.id
         world.request_files["rel"] = rel.attachments[0].id
-        review.add_review(u["reviewer"], rel, decision="approve", risk="low", scores=scores,
+        review.add_review(u["reviewer"], rel, seen=seen_of(rel),
+                          decision="approve", risk="low", scores=scores,
                           comment=f"fine {world.add('relreview', Vis('request', ('rel',)))}")
-        review.add_review(u["rev_c"], rel, decision="approve", risk="low", scores=scores,
+        review.add_review(u["rev_c"], rel, seen=seen_of(rel),
+                          decision="approve", risk="low", scores=scores,
                           comment="Fine to publish.")
-        review.release(u["admin"], rel)
+        review.release(u["admin"], rel, seen=seen_of(rel))
         assert rel.state == "released"
         # the released file is public now; the finding's other file is not
         data = f"second {world.add('filebody', Vis('finding', ('rel',)))}".encode()
@@ -374,12 +378,14 @@ def build_world(world: World) -> dict[str, User]:
         applied = review.create_declassification(
             u["decl_author"], world.findings["decl"], target_level="network",
             note=f"why {world.add('declnote', Vis('request', ('applied',)))}")
-        review.add_review(u["reviewer"], applied, decision="approve", risk="low",
+        review.add_review(u["reviewer"], applied, seen=seen_of(applied),
+                          decision="approve", risk="low",
                           scores=scores,
                           comment=f"ok {world.add('declreview', Vis('request', ('applied',)))}")
-        review.add_review(u["rev_c"], applied, decision="approve", risk="low", scores=scores,
+        review.add_review(u["rev_c"], applied, seen=seen_of(applied),
+                          decision="approve", risk="low", scores=scores,
                           comment="Fine to lower.")
-        review.release(u["admin"], applied)
+        review.release(u["admin"], applied, seen=seen_of(applied))
         assert applied.state == "applied" and decl.level == "network"
         world.requests["applied"] = applied.id
         world.finding_of_request["applied"] = "decl"
@@ -393,11 +399,13 @@ def build_world(world: World) -> dict[str, User]:
             public_title=f"{world.add('pubftitle', Vis('public'))} open heads",
             public_body=f"Open {world.add('pubfbody', Vis('public'))} text.",
             note=f"note {world.add('pubfnote', Vis('request', ('pubrel',)))}")
-        review.add_review(u["reviewer"], out, decision="approve", risk="low", scores=scores,
+        review.add_review(u["reviewer"], out, seen=seen_of(out),
+                          decision="approve", risk="low", scores=scores,
                           comment="Fine.")
-        review.add_review(u["rev_c"], out, decision="approve", risk="low", scores=scores,
+        review.add_review(u["rev_c"], out, seen=seen_of(out),
+                          decision="approve", risk="low", scores=scores,
                           comment="Fine.")
-        review.release(u["admin"], out)
+        review.release(u["admin"], out, seen=seen_of(out))
         change_level(u["admin"], pubf, "public", why=f"request:{out.id}")
         db.commit()
         assert pubf.level == "public" and out.state == "released"

@@ -436,6 +436,18 @@ SCHEMAS["Affiliation"] = {
 }
 _REASON = {"type": "object", "required": ["reason"],
            "properties": {"reason": {"type": "string"}}}
+#: The version the actor read, as GET /review/requests/{id} showed it: a review,
+#: escalation, reopening or release of any other version is refused with 409
+#: (``stale_pin``, with ``seen``, ``current``, ``request_url`` and ``diff_url``).
+_PIN_PROPS = {
+    "content_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$",
+                       "description": "the request's content_sha256 as you read it"},
+    "round": {"type": "integer", "minimum": 1,
+              "description": "the request's round as you read it"},
+}
+_PINNED = {"type": "object", "required": ["content_sha256", "round"], "properties": _PIN_PROPS}
+_PINNED_REASON = {"type": "object", "required": ["reason", "content_sha256", "round"],
+                  "properties": {"reason": {"type": "string"}, **_PIN_PROPS}}
 operation("post", "/findings/{id}/flags", "Flag a readable finding as a dual-use concern",
           status="201", response=ref("Flag"), idempotent=True,
           body={"type": "object", "required": ["reason"],
@@ -489,11 +501,15 @@ operation("patch", "/review/requests/{id}",
 operation("post", "/review/requests/{id}/decisions",
           "Reviewer: one review per round (decision, risk, a score per rubric question, "
           "comment)", status="201",
-          body={"type": "object", "required": ["decision", "risk", "scores"], "properties": {
-              "decision": {"enum": ["approve", "changes", "reject"]},
-              "risk": {"type": "string", "description": "one of review.toml risks"},
-              "scores": {"type": "object", "additionalProperties": {"type": "integer"}},
-              "comment": {"type": "string"}}},
+          body={"type": "object",
+                "required": ["decision", "risk", "scores", "content_sha256", "round"],
+                "properties": {
+                    **_PIN_PROPS,
+                    "decision": {"enum": ["approve", "changes", "reject"]},
+                    "risk": {"type": "string", "description": "one of review.toml risks"},
+                    "scores": {"type": "object",
+                               "additionalProperties": {"type": "integer"}},
+                    "comment": {"type": "string"}}},
           response={"type": "object", "required": ["review_id", "round", "state", "request"],
                     "properties": {"review_id": {"type": "integer"},
                                    "round": {"type": "integer"}, "state": {"type": "string"},
@@ -510,11 +526,11 @@ operation("post", "/review/requests/{id}/comments",
           errors=("400", "401", "404", "409"))
 operation("post", "/review/requests/{id}/escalate",
           "Admin: let a request past its blocking-risk reviews, with a written reason",
-          response=ref("ReviewRequest"), body=_REASON,
+          response=ref("ReviewRequest"), body=_PINNED_REASON,
           errors=("400", "401", "403", "404", "409"))
 operation("post", "/review/requests/{id}/reopen",
           "Admin: reopen a rejected request (a new round)", response=ref("ReviewRequest"),
-          body=_REASON, errors=("400", "401", "403", "404", "409"))
+          body=_PINNED_REASON, errors=("400", "401", "403", "404", "409"))
 operation("post", "/review/requests/{id}/withdraw", "Author or admin: withdraw a request",
           response=ref("ReviewRequest"),
           body={"type": "object", "properties": {"reason": {"type": "string"}}},
@@ -522,7 +538,8 @@ operation("post", "/review/requests/{id}/withdraw", "Author or admin: withdraw a
 operation("post", "/review/requests/{id}/release",
           "Admin: release an approved publication request (refused without quorum, while "
           "blocked, before the embargo); for a declassification, apply the new level",
-          response=ref("ReviewRequest"), errors=("401", "403", "404", "409"))
+          response=ref("ReviewRequest"), body=_PINNED,
+          errors=("400", "401", "403", "404", "409"))
 operation("get", "/review/affiliations", "Admin: affiliated organizations",
           response={"type": "object", "required": ["items"],
                     "properties": {"items": {"type": "array", "items": ref("Affiliation")}}})

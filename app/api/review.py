@@ -4,6 +4,8 @@ the public (no token) released findings. The same services as the web pages."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import request
@@ -26,7 +28,7 @@ from app.errors import ServiceError
 from app.findings import service as findings
 from app.links import external_url
 from app.publish import service as public_service
-from app.review import flags, service
+from app.review import flags, pins, service
 from app.review.models import Flag, OrgAffiliation, ReviewComment, ReviewRequest
 from app.submissions.service import AlreadySubmitted
 
@@ -109,6 +111,28 @@ def flag_json(flag: Flag) -> dict[str, Any]:
         out["resolved_by"] = {"username": flag.resolved_by.username,
                               "organization": flag.resolved_by.org.slug}
     return out
+
+
+PIN_FIELDS = frozenset({"content_sha256", "round"})
+
+
+def _seen(data: dict[str, Any]) -> dict[str, Any]:
+    """The version the caller read (required; the service checks it after the permission
+    checks): ``content_sha256`` and ``round`` as ``GET /review/requests/{id}`` shows them."""
+    return {name: data.get(name) for name in PIN_FIELDS}
+
+
+@contextmanager
+def _stale_links(request_id: int) -> Iterator[None]:
+    """A 409 for a changed request says where to read what changed."""
+    try:
+        yield
+    except pins.StalePin as exc:
+        db.rollback()
+        exc.extra["request_url"] = url_for("api.request_get", id=request_id, _external=True)
+        exc.extra["diff_url"] = url_for("review.request_show", request_id=request_id,
+                                        _anchor="diff-h", _external=True)
+        raise
 
 
 def _request(item_id: int) -> ReviewRequest:
@@ -244,11 +268,13 @@ def request_edit(id: int) -> Any:
 @bp.post("/review/requests/<int:id>/decisions")
 def request_decide(id: int) -> Any:
     data = json_body()
-    _only(data, {"decision", "risk", "scores", "comment"})
+    _only(data, {"decision", "risk", "scores", "comment"} | PIN_FIELDS)
     req = service.request_for_review(api_user(), id)
-    review = service.add_review(api_user(), req, decision=field(data, "decision"),
-                                risk=field(data, "risk"), scores=field(data, "scores", dict),
-                                comment=field(data, "comment", required=False))
+    with _stale_links(id):
+        review = service.add_review(api_user(), req, seen=_seen(data),
+                                    decision=field(data, "decision"), risk=field(data, "risk"),
+                                    scores=field(data, "scores", dict),
+                                    comment=field(data, "comment", required=False))
     return {"review_id": review.id, "round": review.round, "state": req.state,
             "request": request_json(req)}, 201
 
@@ -272,24 +298,29 @@ def request_comment(id: int) -> Any:
     return {"id": comment.id, "request_id": req.id, "body": comment.body}, 201
 
 
-def _reason(data: dict[str, Any], required: bool = True) -> Any:
-    _only(data, {"reason"})
+def _reason(data: dict[str, Any], required: bool = True,
+            also: frozenset[str] = frozenset()) -> Any:
+    _only(data, {"reason"} | also)
     return field(data, "reason", required=required)
 
 
 @bp.post("/review/requests/<int:id>/escalate")
 def request_escalate(id: int) -> Any:
-    reason = _reason(json_body())
+    data = json_body()
+    reason = _reason(data, also=PIN_FIELDS)
     req = _request(id)
-    service.escalate(api_user(), req, reason)
+    with _stale_links(id):
+        service.escalate(api_user(), req, reason, seen=_seen(data))
     return request_json(req)
 
 
 @bp.post("/review/requests/<int:id>/reopen")
 def request_reopen(id: int) -> Any:
-    reason = _reason(json_body())
+    data = json_body()
+    reason = _reason(data, also=PIN_FIELDS)
     req = _request(id)
-    service.reopen(api_user(), req, reason)
+    with _stale_links(id):
+        service.reopen(api_user(), req, reason, seen=_seen(data))
     return request_json(req)
 
 
@@ -305,8 +336,11 @@ def request_withdraw(id: int) -> Any:
 
 @bp.post("/review/requests/<int:id>/release")
 def request_release(id: int) -> Any:
+    data = json_body()
+    _only(data, PIN_FIELDS)
     req = _request(id)
-    service.release(api_user(), req)
+    with _stale_links(id):
+        service.release(api_user(), req, seen=_seen(data))
     return request_json(req)
 
 

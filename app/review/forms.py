@@ -6,6 +6,7 @@ from typing import Any
 
 from flask_wtf import FlaskForm
 from wtforms import (
+    HiddenField,
     IntegerField,
     RadioField,
     SelectField,
@@ -58,6 +59,18 @@ class ReasonForm(FlaskForm):
     reason = TextAreaField("Reason", validators=[Optional(), Length(max=5000)])
 
 
+class PinFields:
+    """The version of the request the page showed (content SHA-256 and round), sent
+    back with the action so the service can refuse it when the request changed since."""
+
+    content_sha256 = HiddenField()
+    round = HiddenField()
+
+
+class PinnedReasonForm(PinFields, ReasonForm):
+    """Escalate, reopen, release: a reason and the pin the administrator saw."""
+
+
 class ResolveFlagForm(FlaskForm):
     outcome = RadioField("Outcome", choices=[])
     level = SelectField("Raise to", choices=[], validate_choice=False)
@@ -74,7 +87,7 @@ class AffiliationForm(FlaskForm):
 def review_form_class(policy: ReviewPolicy) -> type[FlaskForm]:
     """A review form with one score field per rubric question of the policy."""
 
-    class ReviewForm(FlaskForm):
+    class ReviewForm(PinFields, FlaskForm):
         decision = RadioField("Decision", choices=[
             SelectChoice("approve", "Approve"), SelectChoice("changes", "Ask for changes"),
             SelectChoice("reject", "Reject")], validators=[InputRequired()])
@@ -88,6 +101,11 @@ def review_form_class(policy: ReviewPolicy) -> type[FlaskForm]:
             render_kw={"min": item.min, "max": item.max, "type": "number"},
             description=f"{item.min}–{item.max}. {item.help}"))
     return ReviewForm
+
+
+def pin_defaults(req: Any) -> dict[str, Any]:
+    """Initial values of a form's pin fields: the request as the page shows it."""
+    return {"content_sha256": req.content_sha256, "round": str(req.round)}
 
 
 def scores_from(form: Any, policy: ReviewPolicy) -> dict[str, Any]:

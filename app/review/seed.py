@@ -13,7 +13,7 @@ from app.db import db
 from app.findings import service as findings
 from app.findings.models import Category
 from app.notifications import service as notify
-from app.review import flags, service
+from app.review import flags, pins, service
 
 INTERNAL = """We found that ablating heads 4.2 and 4.7 together removes in-context copying in
 our 1.3B model. Exact recipe: patch the OV circuit with the mean activation over the
@@ -53,7 +53,8 @@ def seed_review(data: dict[str, Any]) -> None:
             carol, secret.id, public_title="Two heads carry in-context copying",
             public_body=PUBLIC, note="The recipe is left out on purpose.")
         scores = {key: 1 for key in _rubric_keys()}
-        service.add_review(rita, req, decision="approve", risk="low", scores=scores,
+        service.add_review(rita, req, seen=pins.current(req), decision="approve", risk="low",
+                           scores=scores,
                            comment="The public text gives no recipe. Fine to publish.")
         open_finding = findings.create_finding(
             carol, title="Steering vectors transfer across model sizes",

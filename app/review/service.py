@@ -30,7 +30,7 @@ from app.pagination import Page, page_args
 from app.publish import content
 from app.publish.pin import PinnedFile
 from app.rendering import render_markdown
-from app.review import notices, rules
+from app.review import notices, pins, rules
 from app.review.levels import change_level
 from app.review.models import (
     Escalation,
@@ -419,12 +419,14 @@ def my_review(user: Any, req: ReviewRequest) -> Review | None:
                                           Review.round == req.round))
 
 
-def add_review(user: User, req: ReviewRequest, *, decision: Any, risk: Any, scores: Any,
-               comment: Any = None) -> Review:
+def add_review(user: User, req: ReviewRequest, *, seen: pins.Seen, decision: Any, risk: Any,
+               scores: Any, comment: Any = None) -> Review:
     """One review per reviewer and round: decision, dual-use risk, rubric scores,
-    comment. The state is computed again at once."""
+    comment, for the version ``seen`` (refused with 409 when the request changed since).
+    The state is computed again at once."""
     _lock(req)
     _check_can_review(user, req)
+    pins.check(req, seen)
     policy = state.policy().review
     if decision not in rules.DECISIONS:
         raise ServiceError(f"The decision is one of {', '.join(rules.DECISIONS)}.",
@@ -478,13 +480,15 @@ def void_reviews_of(user: User, req: ReviewRequest, why: str) -> None:
         recompute(req, user)
 
 
-def escalate(user: User, req: ReviewRequest, reason: Any) -> Escalation:
-    """An admin lets the request past its blocking-risk reviews, with a written reason.
-    Decisions stand: an escalated review still counts as what it decided."""
+def escalate(user: User, req: ReviewRequest, reason: Any, *, seen: pins.Seen) -> Escalation:
+    """An admin lets the request past its blocking-risk reviews, with a written reason,
+    for the version ``seen``. Decisions stand: an escalated review still counts as what it
+    decided."""
     if viewer_role(user, req) is None:
         raise NotFound()
     _require_admin(user, req, "escalate", not_owner=True)
     _lock(req)
+    pins.check(req, seen)
     if req.state in FINAL_STATES or req.state == REJECTED:
         raise Conflict(f"This request is {STATE_LABELS[req.state].lower()}; there is "
                        "nothing to escalate.", code=f"request_{req.state}")
@@ -510,12 +514,13 @@ def escalate(user: User, req: ReviewRequest, reason: Any) -> Escalation:
     return esc
 
 
-def reopen(user: User, req: ReviewRequest, reason: Any) -> None:
-    """An admin reopens a rejected request: a new round starts."""
+def reopen(user: User, req: ReviewRequest, reason: Any, *, seen: pins.Seen) -> None:
+    """An admin reopens a rejected request (the version ``seen``): a new round starts."""
     if viewer_role(user, req) is None:
         raise NotFound()
     _require_admin(user, req, "reopen a request", not_owner=True)
     _lock(req)
+    pins.check(req, seen)
     if req.state != REJECTED:
         raise Conflict("Only a rejected request can be reopened.", code="not_rejected")
     reason = clean_text(reason, "reason", limit=NOTE_MAX,
@@ -597,14 +602,16 @@ def _current_files(req: ReviewRequest) -> list[PinnedFile]:
     return files
 
 
-def release(user: User, req: ReviewRequest) -> ReviewRequest:
+def release(user: User, req: ReviewRequest, *, seen: pins.Seen) -> ReviewRequest:
     """Admin: release an approved publication request to the public pages, or apply an
-    approved declassification (the finding's level is lowered, keys rewrapped)."""
+    approved declassification (the finding's level is lowered, keys rewrapped), for the
+    version ``seen``."""
     if viewer_role(user, req) is None:
         raise NotFound()
     what = "release a request" if req.kind == PUBLICATION else "apply a declassification"
     _require_admin(user, req, what, not_owner=False)
     _lock(req)
+    pins.check(req, seen)
     recompute(req, user)
     problems = release_problems(req)
     if problems:

@@ -22,15 +22,17 @@ from app.findings import service as findings
 from app.findings.models import Finding
 from app.orgs.models import Organization
 from app.publish import content
-from app.review import diff, flags, rules, service
+from app.review import diff, flags, pins, rules, service
 from app.review.forms import (
     AffiliationForm,
     CommentForm,
     DeclassifyForm,
     FlagForm,
+    PinnedReasonForm,
     PublicationForm,
     ReasonForm,
     ResolveFlagForm,
+    pin_defaults,
     review_form_class,
     scores_from,
 )
@@ -332,7 +334,11 @@ def declassify_new(finding_id: int) -> Any:
 
 
 def _render_request(req: ReviewRequest, *, review_form: Any = None,
-                    comment_form: CommentForm | None = None, status: int = 200) -> Any:
+                    comment_form: CommentForm | None = None, status: int = 200,
+                    stale: pins.StalePin | None = None) -> Any:
+    """The request page. ``stale``: an action was refused because the request changed
+    since the actor's page was drawn; the page says so, links to what changed, and its
+    forms carry the current pin."""
     policy = state.policy()
     v = service.view(current_user, req)
     finding = req.finding
@@ -345,8 +351,9 @@ def _render_request(req: ReviewRequest, *, review_form: Any = None,
         "review/request.html", v=v, req=req, finding=finding,
         internal_html=findings.body_html(finding), diff_lines=lines,
         diff_stats=diff.stats(lines), rubric=policy.review.rubric,
-        review_form=review_form or form_class(formdata=None),
+        review_form=review_form or form_class(formdata=None, **pin_defaults(req)),
         comment_form=comment_form or CommentForm(formdata=None), reason_form=ReasonForm(),
+        pinned_form=PinnedReasonForm(formdata=None, **pin_defaults(req)), stale=stale,
         empty=EmptyForm(), labels=rules.STATE_LABELS,
         page_marking=policy.level(finding.level)), status
 
@@ -366,9 +373,17 @@ def request_review(request_id: int) -> Any:
     form = review_form_class(policy)()
     if form.validate_on_submit():
         try:
-            service.add_review(current_user, req, decision=form.decision.data,
+            service.add_review(current_user, req, seen=_seen(form), decision=form.decision.data,
                                risk=form.risk.data, scores=scores_from(form, policy),
                                comment=form.comment.data)
+        except pins.StalePin as exc:
+            db.rollback()
+            db.refresh(req)
+            # the choices made for the old version are not carried over to the new one
+            form.decision.data = None
+            form.content_sha256.data = req.content_sha256
+            form.round.data = str(req.round)
+            return _render_request(req, review_form=form, status=409, stale=exc)
         except ServiceError as exc:
             db.rollback()
             if service.viewer_role(current_user, req) is None:
@@ -432,13 +447,27 @@ def request_edit(request_id: int) -> Any:
                            page_marking=state.policy().level(finding.level)), status
 
 
-def _action(request_id: int, run: Any, done: str) -> Any:
+def _seen(form: Any) -> dict[str, Any]:
+    """The pin fields the page was drawn with (checked by the service)."""
+    return {"content_sha256": form.content_sha256.data, "round": form.round.data}
+
+
+def _action(request_id: int, run: Any, done: str, *, pinned: bool = False) -> Any:
+    """A state change with a reason; ``pinned`` ones also carry the version the actor
+    saw (``run(req, reason, seen)``), and a changed request re-renders its page (409)."""
     req = service.get_request(current_user, request_id)
-    form = ReasonForm()
+    form = PinnedReasonForm() if pinned else ReasonForm()
     if not form.validate_on_submit():
         abort(400)
     try:
-        run(req, form.reason.data)
+        if pinned:
+            run(req, form.reason.data, _seen(form))
+        else:
+            run(req, form.reason.data)
+    except pins.StalePin as exc:
+        db.rollback()
+        db.refresh(req)
+        return _render_request(req, status=409, stale=exc)
     except ServiceError as exc:
         db.rollback()
         if exc.status == 404:
@@ -461,25 +490,27 @@ def request_withdraw(request_id: int) -> Any:
 @bp.post("/requests/<int:request_id>/escalate")
 @role_required(Role.ADMIN)
 def request_escalate(request_id: int) -> Any:
-    return _action(request_id, lambda r, why: service.escalate(current_user, r, why),
-                   "Escalated: the blocking review no longer stops approval.")
+    return _action(request_id,
+                   lambda r, why, seen: service.escalate(current_user, r, why, seen=seen),
+                   "Escalated: the blocking review no longer stops approval.", pinned=True)
 
 
 @bp.post("/requests/<int:request_id>/reopen")
 @role_required(Role.ADMIN)
 def request_reopen(request_id: int) -> Any:
-    return _action(request_id, lambda r, why: service.reopen(current_user, r, why),
-                   "Reopened: a new review round starts.")
+    return _action(request_id,
+                   lambda r, why, seen: service.reopen(current_user, r, why, seen=seen),
+                   "Reopened: a new review round starts.", pinned=True)
 
 
 @bp.post("/requests/<int:request_id>/release")
 @role_required(Role.ADMIN)
 def request_release(request_id: int) -> Any:
-    def run(req: ReviewRequest, _why: str) -> None:
-        service.release(current_user, req)
+    def run(req: ReviewRequest, _why: str, seen: pins.Seen) -> None:
+        service.release(current_user, req, seen=seen)
 
     req = db.get(ReviewRequest, request_id)
     done = ("Released: the public version is on the public pages."
             if req is not None and req.is_publication
             else "Applied: the finding's level was lowered.")
-    return _action(request_id, run, done)
+    return _action(request_id, run, done, pinned=True)

@@ -40,6 +40,7 @@ from app.findings.models import Category
 from app.notifications import service as notify
 from app.review import flags
 from app.review import service as review
+from app.review.pins import current as seen_of
 from tests.browser.conftest import screenshot
 from tests.factories import PASSWORD, make_org, make_user
 from tests.xss_payloads import PAYLOADS, TEMPLATE_PROBES, marked, marker
@@ -157,7 +158,8 @@ def build_corpus() -> Corpus:
         req = review.create_publication(author, main.id, public_title=_one_line(marked(3), 300),
                                         public_body=ALL, note=ALL[:5000])
         c.request = req.id
-        review.add_review(rev_b, req, decision="changes", risk="medium", scores=scores,
+        review.add_review(rev_b, req, seen=seen_of(req),
+                          decision="changes", risk="medium", scores=scores,
                           comment=ALL[:20000])
         for start in range(0, N, 20):
             review.add_comment(rev_b, req, "\n\n".join(marked(i) for i in
@@ -169,11 +171,13 @@ def build_corpus() -> Corpus:
         rel = review.create_publication(author, released.id,
                                         public_title=_one_line(marked(5), 300),
                                         public_body=ALL, attachments=[att.id])
-        review.add_review(rev_b, rel, decision="approve", risk="low", scores=scores,
+        review.add_review(rev_b, rel, seen=seen_of(rel),
+                          decision="approve", risk="low", scores=scores,
                           comment=ALL[:20000])
-        review.add_review(rev_c, rel, decision="approve", risk="low", scores=scores,
+        review.add_review(rev_c, rel, seen=seen_of(rel),
+                          decision="approve", risk="low", scores=scores,
                           comment="fine")
-        review.release(admin, rel)
+        review.release(admin, rel, seen=seen_of(rel))
         c.released = rel.id
     return c
 

@@ -129,9 +129,9 @@ def _stale_links(request_id: int) -> Iterator[None]:
         yield
     except pins.StalePin as exc:
         db.rollback()
-        exc.extra["request_url"] = url_for("api.request_get", id=request_id, _external=True)
-        exc.extra["diff_url"] = url_for("review.request_show", request_id=request_id,
-                                        _anchor="diff-h", _external=True)
+        exc.extra["request_url"] = external_url("api.request_get", id=request_id)
+        exc.extra["diff_url"] = external_url("review.request_show",
+                                             request_id=request_id) + "#diff-h"
         raise
 
 

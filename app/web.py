@@ -115,8 +115,9 @@ def install_web_hooks(app: Flask, settings: Settings) -> None:
         h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         if request.is_secure:
             h.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
-        if request.path.startswith("/api/") or _signed_in_or_unknown():
-            h["Cache-Control"] = "no-store"
+        if (request.path.startswith("/api/") or _signed_in_or_unknown()) \
+                and "no-store" not in h.get("Cache-Control", ""):
+            h["Cache-Control"] = "no-store"  # (a view may say "private, no-store")
         h["X-Request-Id"] = getattr(g, "request_id", "")
         return response
 

@@ -654,6 +654,8 @@ ROUTES: dict[str, R] = {
     # the watermark of a level, and tracing (admins)
     "traceability.view": R(("GET",), target="attachment", gate="read"),
     "traceability.view_image": R(("GET",), target="view_image", gate="read"),
+    # figures in the text: this world's files are not images, so 404 for everyone
+    "traceability.figure": R(("GET",), target="attachment", gate="read"),
     "traceability.watermark_css": R(("GET",), target="level"),
     "traceability.watermark_png": R(("GET",), target="level"),
     "traceability.trace": R(("GET", "POST"), gate="admin", form={"code": "ABCDE-FGH23"}),

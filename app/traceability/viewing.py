@@ -1,7 +1,7 @@
 """Seeing files and pages under a level's marking policy: what each file offers (the
 original, a stamped copy, a view in the page, nothing), view-only rendering (images and
-PDF pages turned into stamped PNGs on the server, notebooks into stamped HTML), and the
-on-screen watermark tile.
+PDF pages turned into stamped PNGs on the server, notebooks into stamped HTML), figures
+shown in the text (the same three paths), and the on-screen watermark tile.
 
 One path decrypts and shows a file: ``attachments.open_plaintext`` (access checked by
 the caller through ``attachments.get_attachment``), then the renderers here.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -32,7 +33,7 @@ from app.traceability import text as texts
 from app.traceability.lettering import draw_text, text_width
 from app.traceability.marks import Mark, new_code, new_copy_id
 from app.traceability.models import AttachmentCopy
-from app.traceability.service import NotServed, _whole, level_of
+from app.traceability.service import NotServed, _head, _whole, level_of, make_copy
 
 MiB = 1024 * 1024
 #: a view's page images can be fetched for this long after the view page was shown
@@ -43,6 +44,10 @@ RENDER_SCALE = 1.6  # 115 dpi: readable on screen, heavy enough to discourage sc
 TILE = (460, 250)
 _IMAGE_EXT = {"png", "jpg", "jpeg", "webp", "gif"}
 _IMAGE_TYPES = {"image/png", "image/jpeg", "image/webp", "image/gif"}
+#: originals larger than this are linked from the text, not shown in it
+INLINE_MAX_BYTES = 16 * MiB
+MIMETYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp",
+             "GIF": "image/gif"}
 
 
 def guess_kind(att: Attachment) -> str | None:
@@ -194,6 +199,88 @@ def _render_pdf_page(att: Attachment, user: Any, page: int) -> Image.Image:
     finally:
         document.close()
         source.close()
+
+
+# --------------------------------------------------------------------------- figures
+
+
+@dataclass(frozen=True)
+class FigurePlan:
+    """How an attachment referred to as a figure appears in the text: shown (``mode``
+    original | stamped | view) or not, with the reason and what the reader can open."""
+
+    mode: str | None
+    note: str = ""
+
+
+def figure_plan(att: Attachment) -> FigurePlan:
+    """Decided from the name, declared type and size (a page does not decrypt files);
+    the figure endpoint checks the content before sending anything."""
+    mode = serve_mode(att)
+    if guess_kind(att) != "image":
+        return FigurePlan(None, "not a PNG, JPEG, GIF or WebP image; see Files below")
+    if mode == "unserved":
+        return FigurePlan(None, f"{level_of(att).label} files of this type are not shown")
+    if mode == "original" and att.size > INLINE_MAX_BYTES:
+        return FigurePlan(None, f"larger than {INLINE_MAX_BYTES // MiB} MiB: open it from "
+                                f"Files below")
+    return FigurePlan(mode)
+
+
+@dataclass
+class Picture:
+    """An image ready to send: ``chunks`` yields ``length`` bytes of ``mimetype``."""
+
+    chunks: Iterator[bytes]
+    mimetype: str
+    length: int
+    code: str | None = None
+
+    def close(self) -> None:
+        close = getattr(self.chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def open_figure(user: User, att: Attachment) -> Picture:
+    """``att`` as an image for the text (access checked by the caller), through the
+    level's policy: the original (audited as a download), a stamped copy (recorded and
+    audited) or a view-only rendering (a recorded view). Anything that is not a PNG,
+    JPEG, GIF or WebP by its content, or over the inline limit, is NotFound: an SVG or
+    an HTML file renamed ``.png`` is never sent as an image."""
+    plan = figure_plan(att)
+    if plan.mode == "original":
+        fmt = images.sniff(_head(att, user)[:16])
+        if fmt is None:
+            raise NotFound()
+        dl = attachments.open_download(user, att.id)
+        return Picture(dl.chunks, MIMETYPES[fmt], att.size)
+    if plan.mode == "stamped":
+        if images.sniff(_head(att, user)[:16]) is None:
+            raise NotFound()
+        copy = make_copy(user, att)
+        first = next(copy.chunks, b"")
+        fmt = images.sniff(first[:16])
+        if fmt is None:  # pragma: no cover - make_copy stamps images as images
+            copy.close()
+            raise NotFound()
+        return Picture(_prepend(first, copy.chunks), MIMETYPES[fmt], copy.length,
+                       copy.record.code)
+    if plan.mode == "view":
+        view = open_view(user, att)
+        png = render_png(user, att, view.copy, 0)
+        return Picture(iter([png]), "image/png", len(png), view.copy.code)
+    raise NotFound()
+
+
+def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    try:
+        yield first
+        yield from rest
+    finally:
+        close = getattr(rest, "close", None)
+        if close is not None:
+            close()
 
 
 # --------------------------------------------------------------------------- notebooks

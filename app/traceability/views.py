@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, g, render_template, request
+from flask import Blueprint, Response, g, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
+from markupsafe import Markup
 from wtforms import StringField
 from wtforms.validators import Length
 
@@ -16,6 +17,7 @@ from app import access, state
 from app.attachments import service as attachments
 from app.auth.models import Role
 from app.errors import NotFound, ServiceError
+from app.rendering.figures import Figure, has_figures, resolve
 from app.traceability import service, viewing
 from app.web import member_required, role_required
 
@@ -104,6 +106,69 @@ def view_image(attachment_id: str, copy_id: str, page: int) -> Any:
     return Response(png, mimetype="image/png",
                     headers={**_NO_STORE, "Content-Disposition": "inline",
                              "Content-Security-Policy": "default-src 'none'; sandbox"})
+
+
+# ------------------------------------------------------------------ figures in the text
+
+_FIGURE_HEADERS = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff",
+                   "Content-Disposition": "inline",
+                   "Content-Security-Policy": "default-src 'none'; sandbox"}
+
+
+@bp.get("/attachments/<attachment_id>/figure")
+@member_required
+def figure(attachment_id: str) -> Any:
+    """An image attachment shown in a finding's text: the access rule, the level's
+    download policy and the audit exactly as for downloads (``viewing.open_figure``)."""
+    user = current_user._get_current_object()
+    att = attachments.get_attachment(user, attachment_id)
+    if request.method == "HEAD":  # nothing is decrypted, made or recorded
+        if viewing.figure_plan(att).mode is None:
+            raise NotFound()
+        return Response(status=200, headers=_FIGURE_HEADERS)
+    picture = viewing.open_figure(user, att)
+    response = Response(picture.chunks, mimetype=picture.mimetype, direct_passthrough=True,
+                        headers=_FIGURE_HEADERS)
+    response.headers["Content-Length"] = str(picture.length)
+    if picture.code:
+        response.headers["X-Enclave-Copy"] = picture.code
+    response.call_on_close(picture.close)
+    return response
+
+
+def _figure_lookup(finding: Any) -> Any:
+    """ref -> Figure for the finding's live attachments (by id, else by file name: the
+    newest of that name), listed once per request."""
+    cache = g.setdefault("figure_targets", {})
+    if finding.id not in cache:
+        user = current_user._get_current_object()
+        by_id: dict[str, Any] = {}
+        by_name: dict[str, Any] = {}
+        for att in attachments.list_for_finding(user, finding):
+            by_id[att.id] = att
+            by_name[att.filename] = att  # oldest first: the newest of a name wins
+        cache[finding.id] = (by_id, by_name)
+    by_id, by_name = cache[finding.id]
+
+    def lookup(ref: str) -> Figure | None:
+        att = by_id.get(ref.lower()) or by_name.get(ref)
+        if att is None:
+            return None
+        plan = viewing.figure_plan(att)
+        if plan.mode is not None:
+            return Figure(url=url_for("traceability.figure", attachment_id=att.id))
+        return Figure(note=plan.note)
+
+    return lookup
+
+
+@bp.app_template_global("with_figures")
+def with_figures(html: str, finding: Any) -> Markup:
+    """Cached, sanitized ``html`` of ``finding`` or one of its replies, with its figure
+    placeholders pointing at the finding's own image attachments."""
+    if not has_figures(html):
+        return Markup(html)  # noqa: S704 - sanitized when it was rendered
+    return Markup(resolve(html, _figure_lookup(finding)))  # noqa: S704 - same, src escaped
 
 
 # ------------------------------------------------------------------ tracing (admins)

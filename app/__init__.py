@@ -77,6 +77,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     configure_logging(settings.json_logs)
     app = Flask(__name__, instance_path=str(settings.instance_path))
+    from app.jsonbody import BoundedJSONProvider
+
+    app.json = BoundedJSONProvider(app)  # a deeply nested body is a 400, not a 500
     settings.instance_path.mkdir(parents=True, exist_ok=True)
     app.config.update(
         SECRET_KEY=settings.secret_key,

@@ -7,12 +7,14 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from flask import Blueprint, g, request
+from werkzeug.exceptions import HTTPException
 
 from app import access, state
 from app.auth.models import Role, User
 from app.auth.service import sha256_hex, user_for_token
 from app.errors import NotFound, ServiceError
 from app.extensions import limiter
+from app.jsonbody import MAX_DEPTH, TooDeep
 from app.pagination import Page
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -108,8 +110,25 @@ def require_role(role: Role) -> Callable[[F], F]:
     return decorator
 
 
+def _caused_by_depth(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, TooDeep):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def json_body() -> dict[str, Any]:
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=False)
+    except HTTPException as exc:  # malformed, not JSON, or nested too deeply
+        if _caused_by_depth(exc):
+            raise ServiceError(f"The JSON body is nested too deeply (at most {MAX_DEPTH} "
+                               "levels).", code="bad_json") from None
+        data = None
     if not isinstance(data, dict):
         raise ServiceError("Send a JSON object with Content-Type: application/json.",
                            code="bad_json")

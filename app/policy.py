@@ -74,6 +74,19 @@ _SLUG_RE = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
 _SLUG_MAX = 64
 _SLUG_RULE = "lowercase letters, digits, '-' or '_', starting with a letter"
 _COLOUR_RE = re.compile(r"#[0-9a-fA-F]{6}")
+#: A level's colour is the text of its badge on white and the background of its marking
+#: under white text: both need WCAG AA contrast for normal text.
+MIN_CONTRAST = 4.5
+
+
+def contrast_on_white(colour: str) -> float:
+    """The WCAG 2 contrast ratio of ``#rrggbb`` against white."""
+    channels = []
+    for i in (1, 3, 5):
+        c = int(colour[i:i + 2], 16) / 255
+        channels.append(c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4)
+    luminance = 0.2126 * channels[0] + 0.7152 * channels[1] + 0.0722 * channels[2]
+    return 1.05 / (luminance + 0.05)
 _TOML_POSITION_RE = re.compile(r"\(at line (\d+), column (\d+)\)")
 _UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -198,6 +211,11 @@ class RubricItem:
     min: int
     max: int
     help: str
+
+    @property
+    def label(self) -> str:
+        """The key as people read it: ``capability_uplift`` -> "Capability uplift"."""
+        return self.key.replace("_", " ").replace("-", " ").capitalize()
 
     def accepts(self, score: object) -> bool:
         """True when ``score`` is an integer (not a bool) within ``min..max``."""
@@ -681,6 +699,11 @@ def _parse_levels(
         if colour is not None and not _COLOUR_RE.fullmatch(colour):
             file.error(f"{path}.colour", f"must be a colour written #rrggbb (got {colour!r})")
             colour = None
+        elif colour is not None and contrast_on_white(colour) < MIN_CONTRAST:
+            file.error(f"{path}.colour",
+                       f"{colour} has a contrast of {contrast_on_white(colour):.2f}:1 on white; "
+                       f"badges and markings need at least {MIN_CONTRAST}:1 (WCAG AA), "
+                       "choose a darker colour")
         description = file.string(table, "description", path)
         ndas = file.slug_list(table, "ndas", path)
         if ndas is not None and nda_keys is not None:

@@ -293,12 +293,45 @@ def test_replies_inherit_the_finding_access(client, app, api_token):
     assert refresh(w.findings["res"]).reply_count == 2
 
 
+def test_every_findings_list_names_the_author_and_organization(client, author):
+    """The list rows are not Finding objects: a renamed field once blanked every author
+    name ("Circuits · (Northlight Labs)"). Read the rendered lists."""
+    finding = post(author, title="Sinks in layer 3")
+    login(client, author)
+    expected = f"{author.display_name} ({author.org.name})"
+    for url in ("/findings/", "/home", "/findings/c/circuits", "/findings/level/network"):
+        html = client.get(url).text
+        row = re.search(rf'<li class="finding-row[^"]*" data-finding="{finding.id}">(.*?)</li>',
+                        html, re.S)
+        assert row, url
+        meta = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", row.group(1)))
+        assert expected in meta, (url, meta)
+
+
+def test_the_banner_shows_what_the_reader_can_read_now(app, author):
+    """Cleared Restricted without the NDAs reads only Public: the banner says so (it once
+    said "cleared: Restricted")."""
+    unsigned = make_user(author.org, clearance="restricted", name="sam", ndas=[])
+    client = app.test_client()
+    login(client, unsigned)
+    badge = re.search(r'data-testid="reads-badge"[^>]*>([^<]*)<', client.get("/home").text)
+    assert badge and badge.group(1) == "reads: Public (cleared Restricted)"
+    client = app.test_client()
+    login(client, author)
+    badge = re.search(r'data-testid="reads-badge"[^>]*>([^<]*)<', client.get("/home").text)
+    assert badge and badge.group(1) == "reads: Confidential"
+
+
 def test_reply_form_and_empty_reply(client, author):
     finding = post(author)
     login(client, author)
     response = post_form(client, f"/findings/{finding.id}/replies", {"body": " "},
                          form_url=f"/findings/{finding.id}")
     assert response.status_code == 400 and "Write something" in page_text(response)
+    # the refused page is at /findings/N/replies: the form's action carries the fragment
+    # that brings the browser back to the form, not to the top of the page
+    assert f'action="/findings/{finding.id}/replies#reply-form"' in response.text
+    assert 'id="reply-form"' in response.text
     response = post_form(client, f"/findings/{finding.id}/replies", {"body": "First!"},
                          form_url=f"/findings/{finding.id}")
     assert response.status_code == 302 and "#reply-" in response.location
@@ -424,7 +457,12 @@ def test_lock_hide_and_move_are_admin_only_and_audited(client, app, api_token):
     assert entry.detail("reason") == "off topic"
     assert entry.details_dict["reason"].startswith("sealed:")  # the text is not in details
     shown = page_text(client.get(f"/findings/{res.id}"))
-    assert "hidden by a moderator: off topic" in shown and "quokka bravo" not in shown
+    assert "hidden by a moderator: off topic." in shown and "quokka bravo" not in shown
+    second = reply(omar, refresh(res), "pangolin delta")
+    service.set_reply_hidden(refresh(root), second, True, "kept for the record.")
+    shown = page_text(client.get(f"/findings/{res.id}"))
+    assert "hidden by a moderator: kept for the record." in shown
+    assert "record.." not in shown  # a reason's own full stop is not doubled
     moderator_page = admin.get(f"/findings/{res.id}").get_data(as_text=True)
     assert "quokka bravo" in moderator_page  # admins see it
     assert f'action="/findings/replies/{bad_reply.id}/hide" class="inline"' in moderator_page

@@ -151,6 +151,8 @@ def test_author_sees_decisions_but_not_reviewer_names(app, client):
     assert "Reviewer 1" in page.text
     assert w.rev_b.display_name not in page.text and w.org_b.name not in page.text
     assert "Fine to publish." in page.text
+    # rubric scores are labelled as people read them, not by their policy keys
+    assert '">Capability uplift</dt>' in page.text and ">capability_uplift<" not in page.text
 
 
 def test_thread_escalate_release_through_pages(app, client):
@@ -168,13 +170,25 @@ def test_thread_escalate_release_through_pages(app, client):
     login(admin, w.admin)
     page = admin.get(url)
     assert "Escalate" in page.text and "blocks it until an administrator escalates" in page.text
-    r = post_pinned(admin, f"{url}/release", {}, form_url=url)
+    # not releasable: the button is there but unavailable, with the reasons
+    assert re.search(r'<button type="button" disabled[^>]*>Release to the public</button>',
+                     page.text)
+    assert 'action="' + url + '/release"' not in page.text
+    r = post_pinned(admin, f"{url}/release", {"confirm": "yes"}, form_url=url)
     assert r.status_code == 302
     assert "cannot be released" in admin.get(url).text
     r = post_pinned(admin, f"{url}/escalate", {"reason": "Published elsewhere already."},
                     form_url=url)
     assert r.status_code == 302
+    page = admin.get(url).text
+    assert 'action="' + url + '/release"' in page and "cannot be undone" in page
+    # the release is irreversible: without the ticked confirmation nothing happens
     r = post_pinned(admin, f"{url}/release", {}, form_url=url)
+    assert r.status_code == 302
+    assert "tick the confirmation" in admin.get(url).text
+    db.refresh(req)
+    assert req.state == "approved"
+    r = post_pinned(admin, f"{url}/release", {"confirm": "yes"}, form_url=url)
     assert r.status_code == 302
     db.refresh(req)
     assert req.state == "released"

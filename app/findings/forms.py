@@ -1,7 +1,14 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, SelectField, SelectMultipleField, StringField, TextAreaField
+from wtforms import (
+    HiddenField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+    widgets,
+)
 from wtforms.validators import DataRequired, Length
 
 from app.submissions.forms import OnceForm
@@ -10,11 +17,19 @@ from app.submissions.forms import OnceForm
 # is off) so that a crafted request gets the same clear message as the API.
 
 
+class CheckboxesField(SelectMultipleField):
+    """A multiple choice shown as a list of checkboxes (a <select multiple> needs
+    Ctrl-click, and on a phone hides the choices)."""
+
+    widget = widgets.ListWidget(prefix_label=False)
+    option_widget = widgets.CheckboxInput()
+
+
 class FindingForm(OnceForm):
     title = StringField("Title", validators=[Length(max=300)])
     category = SelectField("Category", validate_choice=False)
     level = SelectField("Level", validate_choice=False)
-    orgs = SelectMultipleField("Compartment: also share with (your organization is always "
+    orgs = CheckboxesField("Compartment: also share with (your organization is always "
                                "included)", validate_choice=False)
     body = TextAreaField("Body (Markdown)")
 
@@ -22,7 +37,7 @@ class FindingForm(OnceForm):
 class EditForm(FlaskForm):
     title = StringField("Title", validators=[Length(max=300)])
     level = SelectField("Level (raise only; lowering needs a review)", validate_choice=False)
-    orgs = SelectMultipleField("Compartment (narrow only; your organization is always "
+    orgs = CheckboxesField("Compartment (narrow only; your organization is always "
                                "included)", validate_choice=False)
     body = TextAreaField("Body (Markdown)")
     # the finding's version this edit started from (optimistic concurrency)

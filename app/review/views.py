@@ -509,8 +509,13 @@ def request_release(request_id: int) -> Any:
     def run(req: ReviewRequest, _why: str, seen: pins.Seen) -> None:
         service.release(current_user, req, seen=seen)
 
-    req = db.get(ReviewRequest, request_id)
+    req = service.get_request(current_user, request_id)
+    if request.form.get("confirm") != "yes":
+        # irreversible: the page's form asks for a ticked confirmation (the API does not)
+        flash("Nothing was released: tick the confirmation first (a release cannot be "
+              "undone).", "error")
+        return redirect(url_for("review.request_show", request_id=req.id))
     done = ("Released: the public version is on the public pages."
-            if req is not None and req.is_publication
+            if req.is_publication
             else "Applied: the finding's level was lowered.")
     return _action(request_id, run, done, pinned=True)

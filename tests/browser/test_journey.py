@@ -252,6 +252,7 @@ def test_invite_to_public_release(browser, live_server, app, tmp_path):
         rpage.get_by_role("link", name="Review", exact=True).click()
         rpage.locator(f'a[href="/review/requests/{request_id}"]').first.click()
         assert rpage.get_by_role("heading", name="Proposed public version").is_visible()
+        rpage.locator("#your-review > summary").click()
         rpage.locator('input[name="decision"][value="approve"]').check()
         rpage.locator('input[name="risk"][value="low"]').check()
         for score in rpage.locator('input[name^="score_"]').all():
@@ -283,7 +284,9 @@ def test_invite_to_public_release(browser, live_server, app, tmp_path):
     contexts.append(actx)
     sign_in(apage, live, admin.email, code=totp_now(admin))
     apage.goto(f"{live}/review/requests/{request_id}")
-    apage.get_by_role("button", name="Release to the public").click()
+    apage.locator(".confirm-release > summary").click()
+    apage.get_by_label("I have read the public version above").check()
+    apage.get_by_role("button", name="Release it now").click()
     expect(apage.locator("body")).to_contain_text(
         "Released: the public version is on the public pages.")
     shots(apage, "admin-releases")

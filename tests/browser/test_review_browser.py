@@ -52,6 +52,7 @@ def review(page: Any, live: str, request_id: int, *, risk: str, comment: str) ->
     assert page.get_by_role("heading", name="Internal finding").is_visible()
     assert page.get_by_role("heading", name="Proposed public version").is_visible()
     assert page.locator("pre.diff .d-del").count() > 0
+    page.locator("#your-review > summary").click()  # near the top, folded until opened
     page.locator('input[name="decision"][value="approve"]').check()
     page.locator(f'input[name="risk"][value="{risk}"]').check()
     for key in state.policy().review.rubric_keys():
@@ -118,13 +119,21 @@ def test_publish_review_escalate_release_in_the_browser(browser, live_server, ap
     ctx, apage = sign_in(browser, live, admin)
     contexts.append(ctx)
     apage.goto(f"{live}/review/requests/{request_id}")
-    apage.get_by_role("button", name="Release to the public").click()
-    assert "cannot be released" in apage.content()
+    # not releasable: the button is shown unavailable, with the reasons
+    assert apage.get_by_role("button", name="Release to the public").is_disabled()
+    assert "blocks it until an administrator escalates" in apage.locator(
+        "#release-unavailable").inner_text()
     apage.get_by_label("Escalate: why may it go ahead").fill(
         "The heads are named in a public paper; the public text adds nothing operational.")
     apage.get_by_role("button", name="Escalate").click()
     assert "Escalated" in apage.content()
-    apage.get_by_role("button", name="Release to the public").click()
+    # releasable: the release asks for a ticked confirmation first (it cannot be undone)
+    apage.locator(".confirm-release > summary").click()
+    release_now = apage.get_by_role("button", name="Release it now")
+    release_now.click()  # unticked: the browser's required check stops it
+    assert apage.locator(".confirm-release").is_visible()
+    apage.get_by_label("I have read the public version above").check()
+    release_now.click()
     assert "Released: the public version is on the public pages." in apage.content()
     screenshot(apage, "review-request-released")
     assert apage.js_errors == []

@@ -403,6 +403,11 @@ BAD_CASES: list[tuple[str, Corrupt, list[str]]] = [
         ["policies/levels.toml: levels[0].colour: must be a colour written #rrggbb"],
     ),
     (
+        "colour too light for white text and badges",
+        _level("restricted", 'colour = "#9a5b00"', 'colour = "#e08600"'),
+        ["policies/levels.toml: levels[2].colour: #e08600 has a contrast of 2.77:1 on white"],
+    ),
+    (
         "short colour",
         _level("network", 'colour = "#1565c0"', 'colour = "#15c"'),
         ["policies/levels.toml: levels[1].colour"],

@@ -93,6 +93,8 @@ class Settings:
     #: in production /metrics answers only ``Authorization: Bearer <this>``
     metrics_token: str | None = None
     json_logs: bool = False
+    #: failed sign-ins per account from addresses it never signed in from (all of them)
+    login_account_limit: str = "20 per hour;50 per day"
     generated: list[str] = field(default_factory=list)
     #: the settings given explicitly (environment or overrides), not defaulted
     explicit: frozenset[str] = frozenset()
@@ -128,6 +130,7 @@ def load_settings(overrides: dict[str, object] | None = None) -> Settings:
         "invitation_hours": _env_int("INVITATION_HOURS", 72),
         "min_password_length": _env_int("MIN_PASSWORD_LENGTH", 12),
         "login_limit": _env("LOGIN_LIMIT", "10 per minute;50 per hour"),
+        "login_account_limit": _env("LOGIN_ACCOUNT_LIMIT", "20 per hour;50 per day"),
         "api_limit": _env("API_LIMIT", "600 per minute"),
         "password_reset_minutes": _env_int("PASSWORD_RESET_MINUTES", 60),
         # per client address and per e-mail address: a reset request sends e-mail
@@ -168,6 +171,10 @@ def _validate(settings: Settings) -> None:
         if "PROXY_COUNT" not in settings.explicit:
             problems.append("ENCLAVE_PROXY_COUNT must be set: the number of trusted proxies "
                             "in front (1 behind one nginx; 0 only if clients connect directly)")
+        if not settings.redis_url:
+            problems.append("ENCLAVE_REDIS_URL must be set: without Redis each worker keeps "
+                            "its own rate-limit counters (a limit of 10 becomes 10 per worker "
+                            "and process)")
         if settings.metrics_token is not None and len(settings.metrics_token) < 32:
             problems.append("ENCLAVE_METRICS_TOKEN must be at least 32 random characters")
         if settings.keyring_path.exists() and settings.keyring_path.stat().st_mode & 0o077:

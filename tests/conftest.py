@@ -60,6 +60,7 @@ def make_app(database_url: str, instance_dir: Path, **overrides: Any) -> Flask:
         "keyring_path": instance_dir / "keyring.json",
         "secret_key": "test-secret-key-" + "x" * 32,
         "login_limit": "1000 per minute",
+        "login_account_limit": "1000 per minute",
         "api_limit": "10000 per minute",
         "reset_limit": "1000 per minute",
         "search_limit": "10000 per minute",

@@ -538,11 +538,12 @@ def test_suspending_the_org_cuts_open_sessions_and_tokens(client, app, api_token
 
 @pytest.fixture
 def tight_app(migrated: str, instance_dir: Path) -> Iterator[Flask]:
-    with running_app(migrated, instance_dir, login_limit="3 per minute") as app:
+    with running_app(migrated, instance_dir, login_limit="3 per minute",
+                     login_account_limit="3 per minute") as app:
         yield app
 
 
-def test_login_is_throttled_per_account(tight_app):
+def test_login_is_throttled_per_account_from_new_addresses(tight_app):
     user = make_user(make_org(), mfa_on=False)
     client = tight_app.test_client()
     for n in range(3):

@@ -29,6 +29,7 @@ __all__ = ["isolated_requests"]  # autouse: every test client is request-isolate
 REDIS_URL = redis_test_url(14)
 LIMIT = 3  # login, reset, search: "3 per minute"
 API_LIMIT = 5
+ACCOUNT_LIMIT = 5  # failed sign-ins per account from new addresses
 NEW_PASSWORD = "harbour-violet-tundra-anchor"
 
 
@@ -39,7 +40,8 @@ def _flush() -> None:
 def limited_app(migrated: str, instance_dir: Path, **overrides: Any) -> Any:
     settings = {"redis_url": REDIS_URL, "login_limit": f"{LIMIT} per minute",
                 "reset_limit": f"{LIMIT} per minute", "search_limit": f"{LIMIT} per minute",
-                "api_limit": f"{API_LIMIT} per minute", **overrides}
+                "api_limit": f"{API_LIMIT} per minute",
+                "login_account_limit": f"{ACCOUNT_LIMIT} per minute", **overrides}
     return running_app(migrated, instance_dir, **settings)
 
 
@@ -94,12 +96,60 @@ def test_sign_in_is_limited_per_address_in_redis(app):
     assert post_login(app.test_client(), user.email, PASSWORD, **addr(2)).status_code == 302
 
 
-def test_sign_in_is_limited_per_account_in_redis(app):
+def logout_all(client: FlaskClient) -> None:
+    from tests.test_auth import logout
+
+    logout(client)
+
+
+def test_failures_from_an_attacker_do_not_lock_the_owner_out(app, outbox):
+    """Per account and address, a slower per-account ceiling for new addresses, and an
+    e-mail to the owner when it is reached (``ACCOUNT_LIMIT`` failures)."""
     user = make_user(make_org(), mfa_on=False)
-    client = app.test_client()
-    for n in range(LIMIT):
-        assert post_login(client, user.email, "wrong-pass", **addr(10 + n)).status_code == 401
-    assert refused(post_login(client, user.email, PASSWORD, **addr(20)))
+    owner = app.test_client()
+    assert post_login(owner, user.email, PASSWORD, **addr(50)).status_code == 302
+    logout_all(owner)
+    attacker = app.test_client()
+    for _ in range(LIMIT):
+        assert post_login(attacker, user.email, "wrong-pass", **addr(10)).status_code == 401
+    assert refused(post_login(attacker, user.email, PASSWORD, **addr(10)))
+    assert any(k.split("/")[-1].startswith("login-fail:") or "login-fail:" in k
+               for k in limiter_keys()), limiter_keys()
+    assert not any(user.email in k for k in limiter_keys() if "login-fail" in k)
+    # the owner, at their usual address and at a new one, is not locked out
+    assert post_login(owner, user.email, PASSWORD, **addr(50)).status_code == 302
+    logout_all(owner)
+    fresh = app.test_client()
+    assert post_login(fresh, user.email, PASSWORD, **addr(51)).status_code == 302
+    assert mails(outbox) == []
+    # failures from many addresses reach the account's ceiling: new addresses are refused
+    for n in range(ACCOUNT_LIMIT - LIMIT):
+        assert post_login(app.test_client(), user.email, "wrong-pass",
+                          **addr(60 + n)).status_code == 401
+    other = app.test_client()
+    assert refused(post_login(other, user.email, PASSWORD, buffered=True, **addr(70)))
+    assert not signed_in(other)
+    sent = mails(outbox)
+    assert len(sent) == 1 and sent[0]["To"].addresses[0].addr_spec == user.email
+    assert "Many failed sign-ins" in sent[0]["Subject"]
+    assert "wrong-pass" not in sent[0].get_content()
+    from tests.test_auth import actions
+
+    assert actions("login_ceiling_reached")[-1].target_id == str(user.id)
+    # once an hour, not once per refusal
+    assert refused(post_login(app.test_client(), user.email, PASSWORD, buffered=True,
+                              **addr(71)))
+    assert len(mails(outbox)) == 1
+    # the owner still signs in from an address they used before
+    assert post_login(owner, user.email, PASSWORD, **addr(50)).status_code == 302
+    assert signed_in(owner)
+
+
+def test_the_account_ceiling_counts_only_failures(app):
+    user = make_user(make_org(), mfa_on=False)
+    for n in range(ACCOUNT_LIMIT + 1):
+        client = app.test_client()
+        assert post_login(client, user.email, PASSWORD, **addr(100 + n)).status_code == 302
 
 
 def test_second_factor_is_limited(app):

@@ -49,7 +49,7 @@ def test_production_does_not_create_a_keyring(tmp_path, monkeypatch):
         create_app(_base(tmp_path, env="production", secret_key="k" * 40,
                          database_url="postgresql+psycopg://u@127.0.0.1/db",
                          base_url="https://enclave.example.org", proxy_count=1,
-                         keyring_path=tmp_path / "missing.json"))
+                         redis_url="redis://127.0.0.1:1/0", keyring_path=tmp_path / "missing.json"))
 
 
 def test_bad_policy_stops_start_up_naming_file_and_field(tmp_path):
@@ -90,16 +90,19 @@ def _production(tmp_path: Path, **extra):  # type: ignore[no-untyped-def]
         keyring.chmod(0o600)
     settings = {"env": "production", "secret_key": "k" * 40,
                 "database_url": "postgresql+psycopg://u@127.0.0.1:1/db",
-                "base_url": "https://enclave.example.org", "proxy_count": 1, **extra}
+                "base_url": "https://enclave.example.org", "proxy_count": 1,
+                "redis_url": "redis://127.0.0.1:1/0", **extra}
     return _base(tmp_path, **settings)
 
 
 @pytest.mark.parametrize("missing, needle", [
     ("base_url", "ENCLAVE_BASE_URL"),
     ("proxy_count", "ENCLAVE_PROXY_COUNT"),
+    ("redis_url", "ENCLAVE_REDIS_URL"),
 ])
-def test_production_requires_base_url_and_proxy_count(tmp_path, monkeypatch, missing, needle):
-    for name in ("BASE_URL", "PROXY_COUNT"):
+def test_production_requires_base_url_proxy_count_and_redis(tmp_path, monkeypatch, missing,
+                                                            needle):
+    for name in ("BASE_URL", "PROXY_COUNT", "REDIS_URL"):
         monkeypatch.delenv(f"ENCLAVE_{name}", raising=False)
     overrides = _production(tmp_path)
     load_settings(overrides)  # complete: accepted
@@ -108,7 +111,8 @@ def test_production_requires_base_url_and_proxy_count(tmp_path, monkeypatch, mis
         load_settings(overrides)
     # the environment counts as well as overrides
     monkeypatch.setenv(f"ENCLAVE_{missing.upper()}",
-                       "https://lab.example" if missing == "base_url" else "0")
+                       {"base_url": "https://lab.example",
+                        "redis_url": "redis://127.0.0.1:1/0"}.get(missing, "0"))
     assert load_settings(overrides).production
 
 

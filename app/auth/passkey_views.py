@@ -23,7 +23,7 @@ from app import access, audit
 from app.auth import mfa, service
 from app.auth import passkeys as passkey_service
 from app.auth.forms import ConfirmForm, EmptyForm
-from app.auth.views import _login_limit, _send_after_response, bp, start_session
+from app.auth.views import _login_limit, bp, send_after_response, start_session
 from app.db import db
 from app.errors import ServiceError
 from app.extensions import limiter
@@ -121,7 +121,7 @@ def passkey_register() -> Any:
         db.commit()
     flash(f"Passkey “{passkey.name}” added.", "success")
     response = json_response({"redirect": url_for("auth.passkeys")})
-    _send_after_response(response, passkey_service.added_notice(user, passkey))
+    send_after_response(response, passkey_service.added_notice(user, passkey), "passkey-added")
     return response
 
 

@@ -19,7 +19,7 @@ from flask_login import current_user, login_user, logout_user
 from sqlalchemy import select
 
 from app import access, state
-from app.auth import mfa, service
+from app.auth import mfa, service, throttle
 from app.auth.forms import (
     AcceptInvitationForm,
     ChangePasswordForm,
@@ -105,9 +105,17 @@ def _stay_signed_in() -> None:
     login_user(current_user._get_current_object())
 
 
+def _login_account_limit() -> str:
+    return state.settings().login_account_limit
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(_login_limit, methods=["POST"])
-@limiter.limit(_login_limit, methods=["POST"], key_func=_account_key)
+@limiter.limit(_login_limit, methods=["POST"], key_func=throttle.account_and_address_key,
+               deduct_when=throttle.failed)
+@limiter.limit(_login_account_limit, methods=["POST"], key_func=throttle.account_key,
+               deduct_when=throttle.failed, exempt_when=throttle.from_known_address,
+               on_breach=throttle.ceiling_reached)
 def login() -> Any:
     if current_user.is_authenticated:
         return redirect(url_for("main.home"))
@@ -123,6 +131,7 @@ def login() -> Any:
         except ServiceError as exc:
             flash(exc.message, "error")
             return render_template("auth/login.html", form=form), 401
+        throttle.remember_address(user.email)
         if user.mfa_enabled:
             session.clear()
             rotate_session(session)
@@ -213,7 +222,7 @@ RESET_SENT = ("If that address belongs to an active Enclave account, we sent it 
               "once and expires soon.")
 
 
-def _send_after_response(response: Any, msg: EmailMessage) -> None:
+def send_after_response(response: Any, msg: EmailMessage, label: str) -> None:
     """Send the e-mail once the answer has gone out (the WSGI server closes the response
     after the last byte), so that whether an account exists does not show in the time
     the answer takes, and a slow mail server does not hold up the page."""
@@ -224,9 +233,9 @@ def _send_after_response(response: Any, msg: EmailMessage) -> None:
         from app.notifications.mail import deliver_message
 
         try:
-            deliver_message(msg, "password-reset", smtp_url=smtp_url, outbox=outbox)
+            deliver_message(msg, label, smtp_url=smtp_url, outbox=outbox)
         except Exception:  # noqa: BLE001 - the answer is already sent; log and go on
-            log.exception("could not send a password reset e-mail")
+            log.exception("could not send a %s e-mail", label)
 
     response.call_on_close(send)
 
@@ -243,7 +252,7 @@ def forgot_password() -> Any:
         flash(RESET_SENT, "info")
         response = redirect(url_for("auth.login"))
         if msg is not None:
-            _send_after_response(response, msg)
+            send_after_response(response, msg, "password-reset")
         return response
     return render_template("auth/forgot.html", form=form), 400 if form.errors else 200
 

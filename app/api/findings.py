@@ -225,10 +225,15 @@ def reply_create(id: int) -> Any:
 def notification_list() -> Any:
     user = api_user()
     page = notify.list_for(user, request.args)
-    body = page_json(page, lambda row: {
-        "id": row[0].id, "kind": row[0].kind, "created_at": row[0].created_at.isoformat(),
-        "read": row[0].read_at is not None, "finding": finding_json(row[1]),
-        "reply_id": row[0].reply_id,
-        "actor": row[0].actor.username if row[0].actor else None})
+
+    def item(row: Any) -> dict[str, Any]:
+        note, finding = row
+        actor, label = notify.actor_of(user, note, finding)  # the disclosure rule, now
+        return {"id": note.id, "kind": note.kind, "created_at": note.created_at.isoformat(),
+                "read": note.read_at is not None, "finding": finding_json(finding),
+                "reply_id": note.reply_id, "actor": actor, "actor_label": label or None,
+                "text": notify.describe(note, finding, user)}
+
+    body = page_json(page, item)
     body["unread"] = notify.unread_count(user)
     return body

@@ -296,7 +296,14 @@ SCHEMAS.update({
                                     "created_at": _STR, "read": {"type": "boolean"},
                                     "finding": ref("Finding"),
                                     "reply_id": {"type": ["integer", "null"]},
-                                    "actor": {"type": ["string", "null"]}}},
+                                    "actor": {"type": ["string", "null"],
+                                              "description": "the actor's username, only "
+                                              "when the disclosure rule lets you learn it"},
+                                    "actor_label": {"type": ["string", "null"],
+                                                    "description": "the actor's name, or "
+                                                    "their role ('a reviewer', 'an "
+                                                    "administrator')"},
+                                    "text": _STR}},
 })
 SCHEMAS["FindingFull"] = {"allOf": [ref("Finding"), {"type": "object", "properties": {
     "body": _STR, "body_html": _STR, "revisions": {"type": "integer"},

@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import request
 
-from app import state
+from app import disclosure
 from app.api import (
     api_user,
     bp,
@@ -59,8 +59,7 @@ def request_json(req: ReviewRequest) -> dict[str, Any]:
         "id": req.id, "kind": req.kind, "state": req.state, "round": req.round,
         "finding_id": req.finding_id, "from_level": req.from_level,
         "target_level": req.target_level, "your_role": v.role,
-        "requester": {"username": req.requester.username,
-                      "display_name": req.requester.display_name},
+        "requester": {"username": v.requester.username, "display_name": v.requester.label},
         "note": req.note, "content_sha256": req.content_sha256,
         "created_at": _when(req.created_at), "submitted_at": _when(req.submitted_at),
         "updated_at": _when(req.updated_at), "released_at": _when(req.released_at),
@@ -94,9 +93,7 @@ def request_json(req: ReviewRequest) -> dict[str, Any]:
 
 
 def flag_json(flag: Flag) -> dict[str, Any]:
-    user = api_user()
-    role = flags.flag_role(user, flag)
-    names = role in ("admin", "reviewer") or not state.policy().review.anonymous_reviewers
+    flagger, resolver = disclosure.flag_people(api_user(), flag)
     out: dict[str, Any] = {
         "id": flag.id, "finding_id": flag.finding_id, "state": flag.state,
         "reason": flag.reason, "suggested_level": flag.suggested_level,
@@ -104,11 +101,11 @@ def flag_json(flag: Flag) -> dict[str, Any]:
         "outcome_level": flag.outcome_level or None, "note": flag.note,
         "created_at": _when(flag.created_at), "resolved_at": _when(flag.resolved_at),
     }
-    if names or user.id == flag.flagger_id:
-        out["flagger"] = {"username": flag.flagger.username,
+    if flagger.named:  # only as the disclosure rule allows
+        out["flagger"] = {"username": flagger.username,
                           "organization": flag.flagger.org.slug}
-    if names and flag.resolved_by is not None:
-        out["resolved_by"] = {"username": flag.resolved_by.username,
+    if resolver is not None and resolver.named:
+        out["resolved_by"] = {"username": resolver.username,
                               "organization": flag.resolved_by.org.slug}
     return out
 

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased, defaultload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app import access, audit, sealing, state
+from app import access, audit, disclosure, sealing, state
 from app.attachments import service as attachments
 from app.auth.models import User
 from app.db import db, utcnow
@@ -665,6 +665,7 @@ class HistoryEntry:
     before: Version
     after: Version
     diff: list[DiffLine] = field(default_factory=list)
+    editor: str = ""  # who edited, as the reader may learn it (``disclosure``)
 
     @property
     def title_changed(self) -> bool:
@@ -709,7 +710,8 @@ def history(finding: Finding, reader: Any) -> list[HistoryEntry]:
         before, after = shown[i], shown[i + 1]
         withheld = WITHHELD in (before.title, after.title)
         diff = [] if withheld else _diff(before.body, after.body)
-        entries.append(HistoryEntry(rev, before, after, diff))
+        entries.append(HistoryEntry(rev, before, after, diff,
+                                    disclosure.editor_label(reader, finding, rev)))
     entries.reverse()
     return entries
 

@@ -31,7 +31,13 @@ from app.db import db, utcnow
 from app.findings.models import Finding
 from app.notifications import openpgp
 from app.notifications.models import Notification
-from app.notifications.service import KIND_MENTION, KIND_NEW_FINDING, KIND_REPLY, describe
+from app.notifications.service import (
+    KIND_MENTION,
+    KIND_NEW_FINDING,
+    KIND_REPLY,
+    describe,
+    is_shown,
+)
 from app.policy import PUBLIC_LEVEL
 
 EXCERPT_CHARS = 300
@@ -58,7 +64,7 @@ def _from_address(query: dict[str, list[str]]) -> str:
 def build_message(note: Notification, recipient: User, finding: Finding) -> Message:
     settings = state.settings()
     level = state.policy().level(finding.level)
-    what = describe(note, finding)
+    what = describe(note, finding, recipient)
     link = f"{settings.base_url.rstrip('/')}/findings/{finding.id}"
     if note.reply_id:
         link += f"#reply-{note.reply_id}"
@@ -108,7 +114,8 @@ def send(note: Notification) -> bool:
     """Deliver one notification; False when the recipient can no longer read it."""
     recipient = db.get(User, note.user_id)
     finding = db.get(Finding, note.finding_id)
-    if recipient is None or finding is None or not access.can_read(recipient, finding):
+    if recipient is None or finding is None or not access.can_read(recipient, finding) \
+            or not is_shown(recipient, note):
         return False
     msg = build_message(note, recipient, finding)
     settings = state.settings()

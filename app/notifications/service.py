@@ -3,7 +3,10 @@
 A notification is created only for a recipient who can read the finding at that moment
 (``access.can_read`` for the recipient, not the actor), and it holds no text: the list
 reads titles and excerpts from the finding through ``access.finding_filter`` when it is
-shown, so it never shows more than the recipient may read now.
+shown, so it never shows more than the recipient may read now. Everything is checked
+again when shown (list, API, unread count, e-mail): the access rule, a review notice's
+recipient still being an eligible reviewer (a conflict or affiliation declared since
+hides it), and whose name the recipient may learn (``app.disclosure``).
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 
-from app import access
+from app import access, disclosure
 from app.auth.models import User
 from app.db import db, utcnow
 from app.findings.models import Category, Finding, Reply
@@ -191,9 +194,29 @@ def deliver(notifications: list[Notification]) -> None:
 # ---------------------------------------------------------------- reading
 
 
+KIND_REVIEW_WORK = "review_work"  # app.review.notices: "a review waits for you"
+
+
+def shown_clause(user: User) -> ColumnElement[bool]:
+    """Which of ``user``'s notifications are shown now (over ``Notification`` joined with
+    ``Finding``): those on findings they can read, and review work only while they may
+    still review it (``rules.eligible_clause``; the notice's actor owns the item)."""
+    from app.review import rules  # the review feature adds its kinds on top of this one
+
+    owner = func.coalesce(Notification.actor_id, 0)
+    return (Notification.user_id == user.id) & access.finding_filter(user) & or_(
+        Notification.kind != KIND_REVIEW_WORK, rules.eligible_clause(user, owner))
+
+
 def _visible(user: User) -> Any:
     return (select(Notification, Finding).join(Finding, Finding.id == Notification.finding_id)
-            .where(Notification.user_id == user.id, access.finding_filter(user)))
+            .where(shown_clause(user)))
+
+
+def is_shown(user: User, note: Notification) -> bool:
+    """The Python form of :func:`shown_clause` for one notification (e-mail)."""
+    return db.scalar(select(Notification.id).join(Finding, Finding.id == Notification.finding_id)
+                     .where(Notification.id == note.id, shown_clause(user))) is not None
 
 
 def list_for(user: User, args: Mapping[str, str] | None = None) -> Page:
@@ -210,8 +233,7 @@ def list_for(user: User, args: Mapping[str, str] | None = None) -> Page:
 def unread_count(user: User) -> int:
     query = (select(func.count()).select_from(Notification)
              .join(Finding, Finding.id == Notification.finding_id)
-             .where(Notification.user_id == user.id, Notification.read_at.is_(None),
-                    access.finding_filter(user)))
+             .where(shown_clause(user), Notification.read_at.is_(None)))
     return db.scalar(query) or 0
 
 
@@ -235,8 +257,16 @@ def mark_all_read(user: User) -> None:
 KIND_TEXTS: dict[str, str] = {}
 
 
-def describe(note: Notification, finding: Finding) -> str:
-    who = note.actor.display_name if note.actor else "Someone"
+def actor_of(viewer: Any, note: Notification, finding: Finding) -> tuple[str | None, str]:
+    """(username or None, label) of the actor as ``viewer`` may learn it, decided now."""
+    return disclosure.notification_actor(viewer, note, finding)
+
+
+def describe(note: Notification, finding: Finding, viewer: Any) -> str:
+    """One sentence for the notification, naming the actor only as ``viewer`` may learn."""
+    name, who = actor_of(viewer, note, finding)
+    if name is None:  # a role ("a reviewer") or nobody
+        who = (who or "someone").capitalize()
     if note.kind == KIND_MENTION:
         return f"{who} mentioned you"
     if note.kind == KIND_REPLY:

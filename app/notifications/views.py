@@ -20,7 +20,10 @@ bp = Blueprint("notifications", __name__, template_folder="templates",
 @member_required
 def index() -> Any:
     page = service.list_for(current_user, request.args)
-    return render_template("notifications/index.html", page=page, describe=service.describe,
+    def describe(note: Any, finding: Any) -> str:
+        return service.describe(note, finding, current_user)
+
+    return render_template("notifications/index.html", page=page, describe=describe,
                            form=EmptyForm(),
                            page_marking=highest_level(f.level for _, f in page.items))
 

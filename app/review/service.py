@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import exists, func, literal, select, union_all
 from sqlalchemy.exc import IntegrityError
 
-from app import access, state
+from app import access, disclosure, state
 from app.attachments import service as attachments
 from app.attachments.models import Attachment
 from app.auth.models import User
@@ -699,25 +699,32 @@ def participant_labels(req: ReviewRequest) -> dict[int, str]:
     return labels
 
 
-@dataclass
-class Shown:
-    """A person as the viewer may see them."""
-
-    label: str
-    org: str = ""
-    user_id: int | None = None
+#: A person as the viewer may see them (``disclosure.Person``: ``label``, ``org``, ...).
+Shown = disclosure.Person
 
 
-def shown(viewer_role_: str, req: ReviewRequest, user: User | None, labels: Mapping[int, str],
+def shown(viewer: Any, req: ReviewRequest, user: User | None, labels: Mapping[int, str],
           *, role_hint: str = "") -> Shown:
+    """Someone who took part in ``req`` as ``viewer`` may see them: the disclosure rule
+    decides; a hidden reviewer keeps their stable pseudonym ("Reviewer 1")."""
     if user is None:
         return Shown("Enclave")
-    anonymous = state.policy().review.anonymous_reviewers
-    if viewer_role_ == "author" and anonymous and user.id not in _owners(req):
-        if role_hint == "admin":
-            return Shown("An administrator")
-        return Shown(labels.get(user.id, "A reviewer"))
-    return Shown(user.display_name, user.org.name, user.id)
+    finding = req.finding
+    if user.id == finding.author_id:
+        part = disclosure.Part.AUTHOR
+    elif user.id == req.requester_id:
+        part = disclosure.Part.REQUESTER
+    elif role_hint == "admin":
+        part = disclosure.Part.ADMIN
+    else:
+        part = disclosure.Part.REVIEWER
+    pseudonym = None
+    if part is disclosure.Part.REVIEWER:
+        pseudonym = labels.get(user.id, "A reviewer")
+    elif part in (disclosure.Part.ADMIN, disclosure.Part.REQUESTER):
+        pseudonym = "An administrator"
+    return disclosure.person(viewer, user, part, finding, owners=[req.requester_id],
+                             pseudonym=pseudonym)
 
 
 @dataclass
@@ -740,6 +747,7 @@ class RequestView:
     can_comment: bool
     embargo_text: str
     flags: list[Flag] = field(default_factory=list)
+    requester: Shown = field(default_factory=lambda: Shown("An administrator"))
 
     @property
     def state_label(self) -> str:
@@ -751,11 +759,11 @@ def view(user: User, req: ReviewRequest) -> RequestView:
     if role is None:
         raise NotFound()
     labels = participant_labels(req)
-    reviews = [(r, shown(role, req, r.reviewer, labels)) for r in _reviews(req)]
-    thread = [(c, shown(role, req, c.author, labels)) for c in comments(req)]
-    history = [(e, shown(role, req, e.actor, labels, role_hint=e.actor_role))
+    reviews = [(r, shown(user, req, r.reviewer, labels)) for r in _reviews(req)]
+    thread = [(c, shown(user, req, c.author, labels)) for c in comments(req)]
+    history = [(e, shown(user, req, e.actor, labels, role_hint=e.actor_role))
                for e in events(req)]
-    escalations = [(e, shown(role, req, e.admin, labels, role_hint="admin"))
+    escalations = [(e, shown(user, req, e.admin, labels, role_hint="admin"))
                    for e in db.scalars(select(Escalation).where(Escalation.request_id == req.id)
                                        .order_by(Escalation.id)).unique()]
     owner_or_admin = user.id == req.finding.author_id or _is_admin(user)
@@ -776,6 +784,7 @@ def view(user: User, req: ReviewRequest) -> RequestView:
         can_release=_is_admin(user) and not final,
         can_comment=not final,
         embargo_text=content.format_embargo(req.embargo_until, req.embargo_tz),
+        requester=shown(user, req, req.requester, labels),
     )
 
 

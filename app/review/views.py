@@ -13,7 +13,7 @@ from flask_login import current_user
 from sqlalchemy import select
 from wtforms.fields.choices import SelectChoice
 
-from app import access, links, state
+from app import access, disclosure, links, state
 from app.auth.forms import EmptyForm
 from app.auth.models import Role
 from app.db import db
@@ -190,7 +190,7 @@ def flag_show(flag_id: int) -> Any:
 
 def _render_flag(flag: Any, form: ResolveFlagForm, status: int = 200) -> Any:
     role = flags.flag_role(current_user, flag)
-    anonymous = state.policy().review.anonymous_reviewers
+    flagger, resolver = disclosure.flag_people(current_user, flag)
     why_not = None
     if flag.is_open:
         excluded = rules.exclusion(current_user, flag.finding, owner_ids=[flag.flagger_id])
@@ -198,7 +198,7 @@ def _render_flag(flag: Any, form: ResolveFlagForm, status: int = 200) -> Any:
                    rules.EXCLUSION_MESSAGES.get(excluded, "You cannot resolve this flag."))
     return render_template(
         "review/flag.html", flag=flag, role=role, form=form, why_not=why_not,
-        show_names=role in ("admin", "reviewer") or not anonymous,
+        flagger=flagger, resolver=resolver,
         outcomes=flags.OUTCOMES, page_marking=state.policy().level(flag.finding.level)), status
 
 

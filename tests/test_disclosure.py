@@ -11,7 +11,7 @@ from app.db import db
 from app.notifications.models import Notification
 from app.review import flags, service
 from tests.factories import login, make_finding
-from tests.review_world import approve, build_world, publish_request
+from tests.review_world import approve, build_world, publish_request, seen_of
 
 
 def _names(user) -> list[str]:  # type: ignore[no-untyped-def]
@@ -63,7 +63,7 @@ def test_review_result_notifications_never_name_the_reviewer_or_admin(app, clien
     req = publish_request(w)
     approve(w.rev_b, req)
     approve(w.admin, req)  # an admin reviewing counts like any reviewer
-    service.release(w.admin, req)
+    service.release(w.admin, req, seen=seen_of(req))
     notes = db.scalars(select(Notification).where(Notification.user_id == w.author.id,
                                                   Notification.kind == "review_result")
                        ).all()

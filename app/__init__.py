@@ -20,7 +20,7 @@ from app.config import (
     prepare_instance,
 )
 from app.context import client_ip, request_id
-from app.db import bind, db, make_engine
+from app.db import bind, db, describe_db_error, make_engine
 
 log = logging.getLogger("enclave")
 
@@ -207,7 +207,7 @@ def _register_hooks(app: Flask, settings: Settings) -> None:
             db.rollback()
         except DBAPIError as exc:
             log.warning("rollback at the end of the request failed: %s",
-                        str(exc.orig or exc).strip()[:300])
+                        describe_db_error(exc))
 
     @app.teardown_appcontext
     def _remove_session(_exc: BaseException | None) -> None:
@@ -215,7 +215,7 @@ def _register_hooks(app: Flask, settings: Settings) -> None:
             db.remove()
         except DBAPIError as exc:
             log.warning("closing the database session failed: %s",
-                        str(exc.orig or exc).strip()[:300])
+                        describe_db_error(exc))
 
     install_web_hooks(app, settings)
     _ = session  # imported for hooks defined in app.web

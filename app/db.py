@@ -71,8 +71,10 @@ db: scoped_session[Session] = scoped_session(_new_session, scopefunc=_scope)
 
 
 def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Engine:
+    """The app's engine. ``hide_parameters``: a database error (and SQLAlchemy's
+    statement log, if someone turns it on) shows the statement, never the values."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -91,7 +93,37 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Engi
     return create_engine(
         url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow,
         connect_args=connect_args,
+        # bound values (e-mail addresses, file names, sealed text) stay out of error
+        # messages and of the statement log
+        hide_parameters=True,
     )
+
+
+def describe_db_error(exc: BaseException) -> str:
+    """A database error for the log, without the values it was about.
+
+    PostgreSQL's messages quote values (``DETAIL: Key (email)=(ann@acme.example)
+    already exists``, ``invalid input syntax for type integer: "..."``), and so would
+    SQLAlchemy's ``[parameters: ...]`` without ``hide_parameters``. This keeps the error
+    class, SQLSTATE, the constraint/table/column names and the statement's text (which
+    has placeholders, not values); SQLite's messages name columns, never values."""
+    orig = getattr(exc, "orig", None) or exc
+    parts = [type(orig).__name__]
+    sqlstate = getattr(orig, "sqlstate", None)
+    diag = getattr(orig, "diag", None)
+    if sqlstate or diag is not None:  # psycopg: names only, never the message text
+        if sqlstate:
+            parts.append(f"sqlstate {sqlstate}")
+        for name in ("schema_name", "table_name", "column_name", "constraint_name"):
+            value = getattr(diag, name, None)
+            if value:
+                parts.append(f"{name.removesuffix('_name')} {value}")
+    else:
+        parts.append(str(orig).strip().splitlines()[0][:200] if str(orig).strip() else "")
+    statement = getattr(exc, "statement", None)
+    if statement:
+        parts.append("in: " + " ".join(str(statement).split())[:300])
+    return "; ".join(p for p in parts if p)
 
 
 def bind(engine: Engine) -> None:

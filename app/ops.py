@@ -23,9 +23,10 @@ from prometheus_client import (
 from pythonjsonlogger.json import JsonFormatter
 from sqlalchemy import text
 
-from app import state
+from app import logredact, state
 from app.context import request_id
 from app.db import db
+from app.logredact import RedactingFilter
 
 bp = Blueprint("ops", __name__)
 log = logging.getLogger("enclave.ops")
@@ -48,6 +49,7 @@ def configure_logging(json_logs: bool) -> None:
     """JSON lines on stderr (production), readable lines otherwise; both carry request_id."""
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
+    handler.addFilter(RedactingFilter())
     if json_logs:
         handler.setFormatter(JsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
@@ -66,6 +68,8 @@ def configure_logging(json_logs: bool) -> None:
     limiter_log.handlers[:] = [handler]
     limiter_log.setLevel(logging.WARNING)
     limiter_log.propagate = False
+    # the development server's request lines: no reset/invitation tokens, no queries
+    logredact.install("werkzeug")
 
 
 def install_metrics(app: Flask) -> None:

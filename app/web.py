@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import sqlite3
 import time
+import traceback
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+import psycopg
 from flask import (
     Flask,
     abort,
@@ -28,13 +31,14 @@ from flask import (
 from flask_login import current_user, logout_user
 from flask_wtf.csrf import CSRFError
 from markupsafe import escape
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from app import access, clock, state
 from app.auth.models import Role
 from app.config import Settings
 from app.crypto.fields import FieldIntegrityError
+from app.db import describe_db_error
 from app.errors import MfaRequired, NdaRequired, PasskeyRequired, ServiceError
 from app.links import external_url
 
@@ -200,7 +204,7 @@ def install_web_hooks(app: Flask, settings: Settings) -> None:
             db.rollback()
         _anonymous_for_this_request()
         log.warning("database unavailable (request id %s): %s",
-                    getattr(g, "request_id", "-"), str(exc.orig or exc).strip()[:300])
+                    getattr(g, "request_id", "-"), describe_db_error(exc))
         message = ("The database is unavailable for a moment, so this request was not "
                    "completed. Try again shortly.")
         if wants_json():
@@ -233,7 +237,13 @@ def install_web_hooks(app: Flask, settings: Settings) -> None:
 
         with contextlib.suppress(Exception):
             db.rollback()
-        log.exception("unhandled error (request id %s)", getattr(g, "request_id", "-"))
+        if isinstance(exc, SQLAlchemyError | sqlite3.Error | psycopg.Error):
+            # the frames, and the error without the values it quotes (app.db)
+            log.error("unhandled database error (request id %s): %s\n%s",
+                      getattr(g, "request_id", "-"), describe_db_error(exc),
+                      "".join(traceback.format_tb(exc.__traceback__)).rstrip())
+        else:
+            log.exception("unhandled error (request id %s)", getattr(g, "request_id", "-"))
         message = f"Something went wrong on our side (request {getattr(g, 'request_id', '-')})."
         if wants_json():
             return json_error(500, "internal_error", message)

@@ -306,6 +306,6 @@ def test_production_refuses_an_unsealed_keyring(tmp_path, monkeypatch):
     overrides = {"instance_path": tmp_path, "keyring_path": tmp_path / "keyring.json",
                  "database_url": "postgresql+psycopg://u@127.0.0.1:1/x", "env": "production",
                  "secret_key": "s" * 40, "base_url": "https://enclave.example.org",
-                 "proxy_count": 1}
+                 "proxy_count": 1, "redis_url": "redis://127.0.0.1:1/0"}
     with pytest.raises(ConfigError, match="not sealed"):
         create_app(overrides)

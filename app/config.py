@@ -92,6 +92,8 @@ class Settings:
     metrics_allow: list[Any] = field(default_factory=list)
     #: in production /metrics answers only ``Authorization: Bearer <this>``
     metrics_token: str | None = None
+    #: uploads one user may stream at once (the nginx front does not buffer them)
+    uploads_per_user: int = 2
     json_logs: bool = False
     #: failed sign-ins per account from addresses it never signed in from (all of them)
     login_account_limit: str = "20 per hour;50 per day"
@@ -144,6 +146,7 @@ def load_settings(overrides: dict[str, object] | None = None) -> Settings:
         "metrics_allow": _networks(_env("METRICS_ALLOW", "127.0.0.1/32,::1/128") or ""),
         "json_logs": _env_bool("LOG_JSON", env == "production"),
         "metrics_token": _env("METRICS_TOKEN"),
+        "uploads_per_user": _env_int("UPLOADS_PER_USER", 2),
     }
     explicit = {name for name in ("BASE_URL", "PROXY_COUNT") if _env(name) is not None}
     if overrides:
@@ -182,6 +185,8 @@ def _validate(settings: Settings) -> None:
                             "writable by group or others: chmod 600 it")
         if problems:
             raise ConfigError("production settings refused: " + "; ".join(problems))
+    if not 1 <= settings.uploads_per_user <= 100:
+        raise ConfigError("ENCLAVE_UPLOADS_PER_USER must be between 1 and 100")
     if settings.proxy_count < 0:
         raise ConfigError("ENCLAVE_PROXY_COUNT must be 0 or more")
     if settings.password_reset_minutes < 1:

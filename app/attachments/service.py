@@ -45,6 +45,7 @@ from app.attachments.pipeline import (
     Writeback,
     body_reader,
 )
+from app.attachments.slots import upload_slot
 from app.auth.models import User
 from app.context import client_ip
 from app.crypto.keyring import Keyring, KeyringError, keyring_lock
@@ -320,81 +321,84 @@ def upload(user: User, finding_id: int, *, filename: str | None, stream: BinaryI
         if content_length > limit.max_bytes:
             raise limit.refusal()
 
-    # End the read transaction: an upload can stream for minutes and must not hold a
-    # database connection (or, on SQLite, a WAL snapshot) meanwhile.
-    db.commit()
-    ring = current_keyring()
-    att_id = new_attachment_id()
-    blob_id = secrets.token_hex(16)
-    level = finding.level
-    version, kek = ring.kek(level)
-    data_key = new_data_key()
-    wrapped = wrap_key(kek, data_key, key_wrap_aad(att_id, level, version))
-    enc = StreamEncryptor(data_key, blob_context(att_id), hashing=False)
-    del data_key
-    store = state.blobs()
-    interrupted = ServiceError("The upload was interrupted before the file was complete; "
-                               "nothing was stored.", code="upload_interrupted")
-
-    # This thread reads the body into reusable buffers; one helper hashes, another
-    # encrypts and writes, starting writeback as it goes (see pipeline.py). Leaving the
-    # block early stops the helpers and discards the upload (the temp file is removed).
-    with (store.open_writer(blob_id) as writer,
-          Writeback(getattr(writer, "temp_path", None)) as writeback):
-        writeback.written(writer.write(enc.header()))
-        with SealPipeline(enc, lambda view: writeback.written(writer.write(view)),
-                          buffer_size=UPLOAD_READ_SIZE) as pipe:
-            try:
-                size = pipe.run(body_reader(stream), limit.max_bytes)
-            except UploadTooLarge:
-                raise limit.refusal() from None
-            except BodyReadError as exc:
-                raise interrupted from exc
-            if size == 0:
-                raise ServiceError("The file is empty.", code="empty_file")
-            if content_length is not None and size != content_length:
-                # Some servers end the body early, without an error, when the client
-                # leaves.
-                raise interrupted
-            tail = pipe.finish()
-        writeback.written(writer.write(tail))
-        writer.commit()
-    sha256_hex = pipe.sha256_hex
-    try:
-        # The finding may have changed while the file streamed in: the uploader must
-        # still be able to read it, and a raised level gets the key under its KEK.
-        finding = db.get(Finding, finding.id, populate_existing=True)  # type: ignore[assignment]
-        if finding is None:
-            raise NotFound()
-        _check_read(user, finding)
-        if finding.level != level:
-            moved = _rewrapped(ring, att_id, wrapped, level, version, finding.level)
-            wrapped, level, version = moved["n_key"], moved["n_level"], moved["n_version"]
-        # A concurrent upload by the same user may have used the quota meanwhile.
-        quota = state.policy().user_quota_mb * MiB
-        if quota_used(user.id) + size > quota:
-            raise TooLarge(f"The file is larger than your storage quota "
-                           f"({human_size(max(0, quota - quota_used(user.id)))} left).",
-                           code="quota_exceeded")
-        att = Attachment(
-            id=att_id, finding_id=finding.id, uploader_id=user.id, filename=name,
-            content_type=clean_content_type(content_type), size=size,
-            sha256_sealed=seal(ring.app_key(), bytes.fromhex(sha256_hex),
-                               _sha_aad(att_id)),
-            blob_id=blob_id, wrapped_key=wrapped, kek_level=level, kek_version=version,
-            created_at=utcnow(),
-        )
-        db.add(att)
-        audit.record("attachment_uploaded", actor=user, target_type="attachment",
-                     target_id=att_id, finding_id=finding.id, filename=name, size=size,
-                     level=level)
+    # One of the uploader's slots (ENCLAVE_UPLOADS_PER_USER) is held while the body
+    # streams: the nginx front passes upload bodies through unbuffered.
+    with upload_slot(user.id):
+        # End the read transaction: an upload can stream for minutes and must not hold a
+        # database connection (or, on SQLite, a WAL snapshot) meanwhile.
         db.commit()
-    except BaseException:
-        db.rollback()
-        with contextlib.suppress(OSError):
-            store.delete(blob_id)
-        raise
-    return att
+        ring = current_keyring()
+        att_id = new_attachment_id()
+        blob_id = secrets.token_hex(16)
+        level = finding.level
+        version, kek = ring.kek(level)
+        data_key = new_data_key()
+        wrapped = wrap_key(kek, data_key, key_wrap_aad(att_id, level, version))
+        enc = StreamEncryptor(data_key, blob_context(att_id), hashing=False)
+        del data_key
+        store = state.blobs()
+        interrupted = ServiceError("The upload was interrupted before the file was complete; "
+                                   "nothing was stored.", code="upload_interrupted")
+
+        # This thread reads the body into reusable buffers; one helper hashes, another
+        # encrypts and writes, starting writeback as it goes (see pipeline.py). Leaving the
+        # block early stops the helpers and discards the upload (the temp file is removed).
+        with (store.open_writer(blob_id) as writer,
+              Writeback(getattr(writer, "temp_path", None)) as writeback):
+            writeback.written(writer.write(enc.header()))
+            with SealPipeline(enc, lambda view: writeback.written(writer.write(view)),
+                              buffer_size=UPLOAD_READ_SIZE) as pipe:
+                try:
+                    size = pipe.run(body_reader(stream), limit.max_bytes)
+                except UploadTooLarge:
+                    raise limit.refusal() from None
+                except BodyReadError as exc:
+                    raise interrupted from exc
+                if size == 0:
+                    raise ServiceError("The file is empty.", code="empty_file")
+                if content_length is not None and size != content_length:
+                    # Some servers end the body early, without an error, when the client
+                    # leaves.
+                    raise interrupted
+                tail = pipe.finish()
+            writeback.written(writer.write(tail))
+            writer.commit()
+        sha256_hex = pipe.sha256_hex
+        try:
+            # The finding may have changed while the file streamed in: the uploader must
+            # still be able to read it, and a raised level gets the key under its KEK.
+            finding = db.get(Finding, finding.id, populate_existing=True)  # type: ignore[assignment]
+            if finding is None:
+                raise NotFound()
+            _check_read(user, finding)
+            if finding.level != level:
+                moved = _rewrapped(ring, att_id, wrapped, level, version, finding.level)
+                wrapped, level, version = moved["n_key"], moved["n_level"], moved["n_version"]
+            # A concurrent upload by the same user may have used the quota meanwhile.
+            quota = state.policy().user_quota_mb * MiB
+            if quota_used(user.id) + size > quota:
+                raise TooLarge(f"The file is larger than your storage quota "
+                               f"({human_size(max(0, quota - quota_used(user.id)))} left).",
+                               code="quota_exceeded")
+            att = Attachment(
+                id=att_id, finding_id=finding.id, uploader_id=user.id, filename=name,
+                content_type=clean_content_type(content_type), size=size,
+                sha256_sealed=seal(ring.app_key(), bytes.fromhex(sha256_hex),
+                                   _sha_aad(att_id)),
+                blob_id=blob_id, wrapped_key=wrapped, kek_level=level, kek_version=version,
+                created_at=utcnow(),
+            )
+            db.add(att)
+            audit.record("attachment_uploaded", actor=user, target_type="attachment",
+                         target_id=att_id, finding_id=finding.id, filename=name, size=size,
+                         level=level)
+            db.commit()
+        except BaseException:
+            db.rollback()
+            with contextlib.suppress(OSError):
+                store.delete(blob_id)
+            raise
+        return att
 
 
 # ------------------------------------------------------------------ download

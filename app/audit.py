@@ -3,7 +3,8 @@
 Each entry stores the hash of the previous one and its own hash over a canonical
 JSON form of its fields, so editing, deleting or reordering any row breaks the chain
 from that row on. ``seq`` is unique and gapless, so two writers cannot fork the chain:
-on PostgreSQL an advisory lock serializes appends, on SQLite the write lock does.
+on PostgreSQL an advisory lock serializes appends, on SQLite ``BEGIN IMMEDIATE`` (the
+write lock taken before the last entry is read) does.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text, select, t
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.context import client_ip
-from app.db import Base, SessionFactory, db, utcnow
+from app.db import Base, SessionFactory, db, serialize_writes, utcnow
 from app.sealing import LevelLookup, Sealed, sealed_text
 
 GENESIS = "0" * 64
@@ -170,6 +171,8 @@ def record(
     session = db()
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_ID})
+    else:  # SQLite: the write lock before reading the last entry
+        serialize_writes(session)
     last = session.execute(
         select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
     ).first()

@@ -70,6 +70,26 @@ SessionFactory = _new_session
 db: scoped_session[Session] = scoped_session(_new_session, scopefunc=_scope)
 
 
+def serialize_writes(session: Session | None = None) -> None:
+    """Take the database's write lock now, before the reads a write depends on.
+
+    On SQLite the driver opens a transaction only at the first INSERT/UPDATE/DELETE, so
+    two writers can both read "no open request yet" (or the same last audit number) and
+    then both write: ``SELECT ... FOR UPDATE`` means nothing there. ``BEGIN IMMEDIATE``
+    takes SQLite's single writer lock at once (waiting up to the busy timeout), so the
+    reads that follow see every committed write and no other writer can come between
+    them and the write. A transaction that already wrote holds that lock already. On
+    PostgreSQL this does nothing: callers lock rows (``FOR UPDATE``) or take an advisory
+    lock there."""
+    session = session if session is not None else db()
+    conn = session.connection()
+    if conn.dialect.name != "sqlite":
+        return
+    raw = conn.connection.dbapi_connection
+    if raw is not None and not raw.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Engine:
     """The app's engine. ``hide_parameters``: a database error (and SQLAlchemy's
     statement log, if someone turns it on) shows the statement, never the values."""

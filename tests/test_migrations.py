@@ -112,3 +112,50 @@ def test_0011_encrypts_existing_rows_resumably_and_its_downgrade_decrypts(app):
     assert sealed[0] == 1 and b"Axolotl" not in sealed
     db.expire_all()
     assert search.search(author, "axolotl").total == 1
+
+
+def test_0015_resolves_duplicates_left_by_races_then_refuses_them(app):
+    """Before the partial unique indexes, rows that races left behind are resolved: the
+    oldest open request (per finding and kind) and flag (per reader and finding) stay
+    open, newer ones are closed; the downgrade drops the indexes and keeps the rows."""
+    from sqlalchemy import select
+
+    from app.db import db
+    from app.review import flags
+    from app.review.models import Flag, ReviewRequest
+    from tests.review_world import build_world, publish_request
+
+    engine = app.extensions["enclave.engine"]
+    cfg = alembic_config(engine)
+    w = build_world()
+    req = publish_request(w)
+    flag = flags.create_flag(w.reader, w.finding.id, reason="x", suggested_level=None)
+    ids = (req.id, flag.id)
+    db.commit()
+    db.remove()
+    command.downgrade(cfg, "0014")
+    try:
+        for _ in range(2):
+            db.add(ReviewRequest(kind=req.kind, finding_id=req.finding_id,
+                                 requester_id=req.requester_id, state="changes_requested",
+                                 round=1, from_level=req.from_level,
+                                 target_level=req.target_level,
+                                 content_sha256=req.content_sha256))
+            db.add(Flag(finding_id=flag.finding_id, flagger_id=flag.flagger_id,
+                        reason="again", suggested_level=flag.suggested_level,
+                        level_at_flag=flag.level_at_flag, state="open"))
+        db.commit()
+        db.remove()
+    finally:
+        command.upgrade(cfg, "head")
+    open_requests = db.scalars(select(ReviewRequest.id).where(
+        ReviewRequest.state.in_(["submitted", "approved", "changes_requested",
+                                 "rejected"]))).all()
+    assert list(open_requests) == [ids[0]]
+    assert [r.state for r in db.scalars(select(ReviewRequest).where(
+        ReviewRequest.id != ids[0]))] == ["withdrawn", "withdrawn"]
+    open_flags = db.scalars(select(Flag.id).where(Flag.state == "open")).all()
+    assert list(open_flags) == [ids[1]]
+    closed = db.scalars(select(Flag).where(Flag.id != ids[1])).all()
+    assert {(f.state, f.outcome) for f in closed} == {("resolved", "dismiss")}
+    assert all(f.resolved_at is not None for f in closed)

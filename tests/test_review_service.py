@@ -500,3 +500,11 @@ def test_policy_variants(app, migrated, instance_dir, tmp_path):
         view = service.view(w.author, req)
         assert view.reviews[-1][1].label == w.colleague.display_name
     other.extensions["enclave.engine"].dispose()
+
+
+def test_the_index_of_open_requests_names_every_open_state(app):
+    import re
+
+    from app.review.models import OPEN_REQUEST_SQL
+
+    assert set(re.findall(r"'(\w+)'", OPEN_REQUEST_SQL)) == set(rules.OPEN_STATES)

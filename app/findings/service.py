@@ -24,7 +24,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app import access, audit, disclosure, sealing, state
 from app.attachments import service as attachments
 from app.auth.models import User
-from app.db import db, utcnow
+from app.db import db, serialize_writes, utcnow
 from app.errors import Conflict, Forbidden, NotFound, ServiceError
 from app.findings.models import (
     Category,
@@ -393,7 +393,9 @@ def lock(finding: Finding) -> None:
     """Serialize the writers of one finding, then re-read it (call before the checks):
     a row lock on PostgreSQL, so that an edit, or a request or flag checked against the
     finding's open ones, made at the same moment waits for the other and then sees its
-    result instead of overwriting or duplicating it unseen. SQLite has one writer anyway."""
+    result instead of overwriting or duplicating it unseen. On SQLite, where ``FOR UPDATE``
+    means nothing, the database's write lock is taken at once instead."""
+    serialize_writes()
     db.execute(select(Finding.id).where(Finding.id == finding.id).with_for_update())
     db.refresh(finding)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from app import access, audit, state
 from app.auth.models import User
@@ -63,7 +64,12 @@ def create_flag(user: User, finding_id: int, *, reason: str | None,
                 suggested_level=level, level_at_flag=finding.level, state="open",
                 created_at=utcnow())
     db.add(flag)
-    db.flush()
+    try:
+        db.flush()  # a partial unique index: one open flag per reader and finding
+    except IntegrityError:
+        db.rollback()
+        raise Conflict("You already have an open flag on this finding; reviewers will "
+                       "resolve it.", code="duplicate_flag") from None
     submissions.settle(once, "flag", flag.id)
     notices.event("review_flag_created", user, flag=flag, suggested_level=level,
                   level=finding.level)

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -33,6 +34,10 @@ from app.db import Base, utcnow
 from app.findings.models import Finding
 from app.orgs.models import Organization
 from app.sealing import LevelLookup, Sealed, public_level, sealed_text
+
+#: Requests still in the queue (not released, applied or withdrawn): the states of
+#: ``rules.OPEN_STATES``, spelled out for the partial unique index.
+OPEN_REQUEST_SQL = "state IN ('submitted', 'approved', 'changes_requested', 'rejected')"
 
 
 def _request_scope(cls: Any, finding_id: int) -> Any:
@@ -89,7 +94,12 @@ class Flag(Base, Sealed):
     """A reader's dual-use concern about a finding; one reviewer resolves it."""
 
     __tablename__ = "review_flags"
-    __table_args__ = (Index("ix_review_flags_state_created", "state", "created_at"),)
+    __table_args__ = (
+        Index("ix_review_flags_state_created", "state", "created_at"),
+        # one open flag per reader and finding, enforced by the database on both engines
+        Index("uq_review_flags_open_per_flagger", "finding_id", "flagger_id", unique=True,
+              sqlite_where=text("state = 'open'"), postgresql_where=text("state = 'open'")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     finding_id: Mapped[int] = mapped_column(ForeignKey("findings.id", ondelete="CASCADE"),
@@ -126,7 +136,12 @@ class ReviewRequest(Base, Sealed):
     (title, body and the chosen files' names) is public content, stored readable."""
 
     __tablename__ = "review_requests"
-    __table_args__ = (Index("ix_review_requests_state_submitted", "state", "submitted_at"),)
+    __table_args__ = (
+        Index("ix_review_requests_state_submitted", "state", "submitted_at"),
+        # one open request per finding and kind (open: not released, applied or withdrawn)
+        Index("uq_review_requests_open_per_kind", "finding_id", "kind", unique=True,
+              sqlite_where=text(OPEN_REQUEST_SQL), postgresql_where=text(OPEN_REQUEST_SQL)),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))

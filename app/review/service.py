@@ -22,7 +22,7 @@ from app import access, disclosure, state
 from app.attachments import service as attachments
 from app.attachments.models import Attachment
 from app.auth.models import User
-from app.db import db, utcnow
+from app.db import db, serialize_writes, utcnow
 from app.errors import Conflict, Forbidden, NotFound, ServiceError
 from app.findings import service as findings
 from app.findings.models import Finding
@@ -100,8 +100,9 @@ def get_request(user: Any, request_id: int) -> ReviewRequest:
 
 def _lock(req: ReviewRequest) -> None:
     """Serialize changes to one request and reload it: a row lock on PostgreSQL (so two
-    reviews at once cannot both compute the state from one approval each); SQLite's
-    single writer serializes them anyway."""
+    reviews at once cannot both compute the state from one approval each); the write lock
+    at once on SQLite."""
+    serialize_writes()
     db.execute(select(ReviewRequest.id).where(ReviewRequest.id == req.id).with_for_update())
     db.refresh(req)
 
@@ -137,6 +138,17 @@ def _open_request(finding: Finding, kind: str) -> ReviewRequest | None:
     return db.scalar(select(ReviewRequest).where(
         ReviewRequest.finding_id == finding.id, ReviewRequest.kind == kind,
         ReviewRequest.state.in_(sorted(OPEN_STATES))).limit(1))
+
+
+def _flush_one_open(kind: str) -> None:
+    """Write the new request; the database's partial unique index refuses a second open
+    one of ``kind`` on the finding (the same answer as the check before it)."""
+    try:
+        db.flush()
+    except IntegrityError:
+        db.rollback()
+        raise Conflict(f"This finding already has an open {kind} request.",
+                       code="open_request") from None
 
 
 def _set_files(req: ReviewRequest, files: Sequence[tuple[PinnedFile, str]]) -> None:
@@ -198,7 +210,7 @@ def create_publication(user: User, finding_id: int, *, public_title: Any, public
     _set_files(req, files)
     req.content_sha256 = _pin_of(req, [f for f, _ in files])
     db.add(req)
-    db.flush()
+    _flush_one_open(PUBLICATION)
     submissions.settle(once, "request", req.id)
     notices.event("review_request_created", user, request=req, kind=PUBLICATION,
                   content_sha256=req.content_sha256, files=len(files),
@@ -242,7 +254,7 @@ def create_declassification(user: User, finding_id: int, *, target_level: Any,
     req.finding = finding
     req.content_sha256 = _pin_of(req, [])
     db.add(req)
-    db.flush()
+    _flush_one_open(DECLASSIFICATION)
     submissions.settle(once, "request", req.id)
     notices.event("review_request_created", user, request=req, kind=DECLASSIFICATION,
                   from_level=finding.level, target_level=target,

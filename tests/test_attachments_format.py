@@ -15,7 +15,7 @@ from app.crypto.stream import (
     ciphertext_size,
     key_id,
 )
-from app.crypto.wrap import key_wrap_aad, unwrap_key
+from app.crypto.wrap import unwrap_data_key
 from tests import attachments_world
 from tests.attachments_world import (
     CHUNK,
@@ -38,8 +38,9 @@ KEY_ID_ERROR = "blob was not encrypted with this attachment's key"
 def _data_key(att) -> bytes:  # type: ignore[no-untyped-def]
     att = reload(att)
     _, kek = state.keyring().kek(att.kek_level, att.kek_version)
-    return unwrap_key(kek, att.wrapped_key, key_wrap_aad(att.id, att.kek_level,
-                                                         att.kek_version))
+    return unwrap_data_key(kek, att.wrapped_key, attachment_id=att.id,
+                           finding_id=att.finding_id, level=att.kek_level,
+                           kek_version=att.kek_version)
 
 
 def _refused_with(client, headers, att, reason: str) -> None:  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ from app.attachments.models import Attachment
 from app.cli import enclave
 from app.crypto.keyring import Keyring
 from app.crypto.stream import IntegrityError
-from app.crypto.wrap import key_wrap_aad, unwrap_key
+from app.crypto.wrap import unwrap_data_key, wrap_data_key
 from app.db import db
 from tests import attachments_world
 from tests.attachments_world import (
@@ -86,12 +86,12 @@ def test_rotation_rewraps_every_key_and_leaves_blobs_alone(att_app, att_client, 
             continue
         assert row.kek_version == 2 == ring.active_version(row.kek_level)
         assert row.wrapped_key != keys_before[row.id]
-        # Only the new KEK opens it now; the AAD binds id, level and version.
-        unwrap_key(ring.kek(row.kek_level, 2)[1], row.wrapped_key,
-                   key_wrap_aad(row.id, row.kek_level, 2))
+        # Only the new KEK opens it now; the AAD binds id, finding, level and version.
+        where = {"attachment_id": row.id, "finding_id": row.finding_id,
+                 "level": row.kek_level, "kek_version": 2}
+        unwrap_data_key(ring.kek(row.kek_level, 2)[1], row.wrapped_key, **where)
         with pytest.raises(IntegrityError):
-            unwrap_key(ring.kek(row.kek_level, 1)[1], row.wrapped_key,
-                       key_wrap_aad(row.id, row.kek_level, 2))
+            unwrap_data_key(ring.kek(row.kek_level, 1)[1], row.wrapped_key, **where)
     assert _blob_bytes() == blobs_before  # not one blob byte changed
     _download_all(att_client, api_token(w.author), files)
     rotated = audit_actions("keys_rotated")
@@ -147,11 +147,11 @@ def test_rewrap_for_level(att_app, att_client, api_token):
     row = reload(att)
     assert (row.kek_level, row.kek_version) == ("restricted", 1)
     ring = state.keyring()
-    unwrap_key(ring.kek("restricted", 1)[1], row.wrapped_key,
-               key_wrap_aad(att.id, "restricted", 1))
+    where = {"attachment_id": att.id, "finding_id": w.finding.id, "level": "restricted",
+             "kek_version": 1}
+    unwrap_data_key(ring.kek("restricted", 1)[1], row.wrapped_key, **where)
     with pytest.raises(IntegrityError):  # the network KEK no longer opens it
-        unwrap_key(ring.kek("network", 1)[1], row.wrapped_key,
-                   key_wrap_aad(att.id, "restricted", 1))
+        unwrap_data_key(ring.kek("network", 1)[1], row.wrapped_key, **where)
     assert reload(other).wrapped_key == before
     assert blob_path(att).read_bytes() == blob
     assert att_client.get(f"/api/v1/attachments/{att.id}",
@@ -218,12 +218,11 @@ def test_other_processes_pick_up_a_rotation(att_app, att_client, api_token):
     # rewrap this row as that process would
     fresh = Keyring.load(path)
     row = reload(att)
-    key = unwrap_key(fresh.kek("network", 1)[1], row.wrapped_key,
-                     key_wrap_aad(att.id, "network", 1))
-    from app.crypto.wrap import wrap_key
-
-    row.wrapped_key = wrap_key(fresh.kek("network", 2)[1], key,
-                               key_wrap_aad(att.id, "network", 2))
+    key = unwrap_data_key(fresh.kek("network", 1)[1], row.wrapped_key, attachment_id=att.id,
+                          finding_id=row.finding_id, level="network", kek_version=1)
+    row.wrapped_key = wrap_data_key(fresh.kek("network", 2)[1], key, attachment_id=att.id,
+                                    finding_id=row.finding_id, level="network",
+                                    kek_version=2)
     row.kek_version = 2
     db.commit()
     assert att_client.get(f"/api/v1/attachments/{att.id}",

@@ -59,7 +59,7 @@ from app.crypto.stream import (
     ciphertext_size,
     new_data_key,
 )
-from app.crypto.wrap import key_wrap_aad, seal, unseal, unwrap_key, wrap_key
+from app.crypto.wrap import DEK_LEGACY, seal, unseal, unwrap_data_key, wrap_data_key, wraps_finding
 from app.db import db, utcnow
 from app.errors import Conflict, Forbidden, NotFound, ServiceError
 from app.findings.models import Finding
@@ -333,7 +333,8 @@ def upload(user: User, finding_id: int, *, filename: str | None, stream: BinaryI
         level = finding.level
         version, kek = ring.kek(level)
         data_key = new_data_key()
-        wrapped = wrap_key(kek, data_key, key_wrap_aad(att_id, level, version))
+        wrapped = wrap_data_key(kek, data_key, attachment_id=att_id, finding_id=finding.id,
+                                level=level, kek_version=version)
         enc = StreamEncryptor(data_key, blob_context(att_id), hashing=False)
         del data_key
         store = state.blobs()
@@ -372,7 +373,8 @@ def upload(user: User, finding_id: int, *, filename: str | None, stream: BinaryI
                 raise NotFound()
             _check_read(user, finding)
             if finding.level != level:
-                moved = _rewrapped(ring, att_id, wrapped, level, version, finding.level)
+                moved = _rewrapped(ring, att_id, finding.id, wrapped, level, version,
+                                   finding.level)
                 wrapped, level, version = moved["n_key"], moved["n_level"], moved["n_version"]
             # A concurrent upload by the same user may have used the quota meanwhile.
             quota = state.policy().user_quota_mb * MiB
@@ -469,8 +471,9 @@ def open_plaintext(att: Attachment, *, actor: Any = None) -> Iterator[bytes]:
     except KeyringError as exc:
         raise fail(str(exc)) from None
     try:
-        data_key = unwrap_key(kek, att.wrapped_key,
-                              key_wrap_aad(att.id, att.kek_level, att.kek_version))
+        data_key = unwrap_data_key(kek, att.wrapped_key, attachment_id=att.id,
+                                   finding_id=att.finding_id, level=att.kek_level,
+                                   kek_version=att.kek_version)
     except IntegrityError:
         raise fail("the wrapped data key does not open with its KEK") from None
 
@@ -647,13 +650,18 @@ def _apply(params: list[dict[str, Any]]) -> int:
     return len(params)
 
 
-def _rewrapped(ring: Keyring, att_id: str, wrapped: bytes, old_level: str, old_version: int,
-               new_level: str) -> dict[str, Any]:
+def _rewrapped(ring: Keyring, att_id: str, finding_id: int, wrapped: bytes, old_level: str,
+               old_version: int, new_level: str) -> dict[str, Any]:
+    """The row's data key rewrapped under ``new_level``'s active KEK, always in the
+    format that binds the finding (a legacy key is upgraded on the way)."""
     _, old_kek = ring.kek(old_level, old_version)
-    data_key = unwrap_key(old_kek, wrapped, key_wrap_aad(att_id, old_level, old_version))
+    data_key = unwrap_data_key(old_kek, wrapped, attachment_id=att_id, finding_id=finding_id,
+                               level=old_level, kek_version=old_version)
     new_version, new_kek = ring.kek(new_level)
     return {"b_id": att_id, "b_level": old_level, "b_version": old_version,
-            "n_key": wrap_key(new_kek, data_key, key_wrap_aad(att_id, new_level, new_version)),
+            "n_key": wrap_data_key(new_kek, data_key, attachment_id=att_id,
+                                   finding_id=finding_id, level=new_level,
+                                   kek_version=new_version),
             "n_level": new_level, "n_version": new_version}
 
 
@@ -671,11 +679,12 @@ def rewrap_for_level(finding: Finding, new_level: str, *, actor: Any = None) -> 
     ).all()
     params = []
     for row in rows:
-        if (row.kek_level, row.kek_version) == (new_level, active):
+        if (row.kek_level, row.kek_version) == (new_level, active) and wraps_finding(
+                row.wrapped_key):
             continue
         try:
-            params.append(_rewrapped(ring, row.id, row.wrapped_key, row.kek_level,
-                                     row.kek_version, new_level))
+            params.append(_rewrapped(ring, row.id, finding.id, row.wrapped_key,
+                                     row.kek_level, row.kek_version, new_level))
         except (IntegrityError, KeyringError) as exc:
             audit.record("attachment_integrity_failure", actor=actor,
                          target_type="attachment", target_id=row.id, finding_id=finding.id,
@@ -700,11 +709,13 @@ class RotationReport:
 
 
 def _pending_filter(ring: Keyring) -> Any:
-    """Live rows not wrapped under the active KEK of their finding's current level."""
+    """Live rows not wrapped under the active KEK of their finding's current level, or
+    wrapped in the legacy format that does not bind the finding."""
     active = {level: ring.active_version(level) for level in ring.levels}
     target = case(active, value=Finding.level, else_=-1)
+    legacy = func.substr(Attachment.wrapped_key, 1, 1) == bytes([DEK_LEGACY])
     return (Attachment.wrapped_key.is_not(None)) & or_(
-        Attachment.kek_level != Finding.level, Attachment.kek_version != target)
+        Attachment.kek_level != Finding.level, Attachment.kek_version != target, legacy)
 
 
 def _count_pending(ring: Keyring) -> int:
@@ -739,8 +750,8 @@ def rotate_keys(*, add_versions: bool = True, batch_size: int = ROTATE_BATCH,
     report.already_current = report.live - _count_pending(ring)
 
     query = (
-        select(Attachment.id, Attachment.wrapped_key, Attachment.kek_level,
-               Attachment.kek_version, Finding.level)
+        select(Attachment.id, Attachment.finding_id, Attachment.wrapped_key,
+               Attachment.kek_level, Attachment.kek_version, Finding.level)
         .join(Finding, Finding.id == Attachment.finding_id)
         .where(_pending_filter(ring))
         .order_by(Attachment.id).limit(batch_size)
@@ -753,8 +764,8 @@ def rotate_keys(*, add_versions: bool = True, batch_size: int = ROTATE_BATCH,
         params = []
         for row in rows:
             try:
-                params.append(_rewrapped(ring, row.id, row.wrapped_key, row.kek_level,
-                                         row.kek_version, row.level))
+                params.append(_rewrapped(ring, row.id, row.finding_id, row.wrapped_key,
+                                         row.kek_level, row.kek_version, row.level))
             except IntegrityError:
                 report.failed.append(row.id)
         done = _apply(params)
@@ -800,12 +811,14 @@ def check_keys(engine: Engine, ring: Keyring) -> None:
                     raise KeyringError(
                         f"missing key: kek {level} v{version} (it wraps the data keys of "
                         f"{count} attachment(s)); restore it in the keyring") from None
-                wrapped = conn.scalar(select(t.c.wrapped_key).where(
-                    and_(t.c.id == sample_id, t.c.wrapped_key.is_not(None))))
-                if wrapped is None:
+                sample = conn.execute(select(t.c.wrapped_key, t.c.finding_id).where(
+                    and_(t.c.id == sample_id, t.c.wrapped_key.is_not(None)))).first()
+                if sample is None:
                     continue
                 try:
-                    unwrap_key(kek, wrapped, key_wrap_aad(sample_id, level, version))
+                    unwrap_data_key(kek, sample.wrapped_key, attachment_id=sample_id,
+                                    finding_id=sample.finding_id, level=level,
+                                    kek_version=version)
                 except IntegrityError:
                     raise KeyringError(
                         f"wrong key: kek {level} v{version} does not open the data key of "

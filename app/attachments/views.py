@@ -210,6 +210,8 @@ class Row:
     can_delete: bool
     #: original | stamped | view | unserved (what the reader can take away)
     serve: str = "original"
+    #: a notebook, which also has a read-only page
+    notebook: bool = False
 
 
 @dataclass
@@ -225,11 +227,11 @@ class Section:
 @bp.app_template_global("attachment_section")
 def attachment_section(finding: Any) -> Section:
     """Everything ``attachments/_section.html`` shows for ``finding``."""
-    from app.traceability.viewing import serve_mode
+    from app.traceability.viewing import guess_kind, serve_mode
 
     user = current_user._get_current_object()
     rows = [Row(att, service.sha256_of(att), service.can_delete(user, att),
-                serve_mode(att))
+                serve_mode(att), guess_kind(att) == "notebook")
             for att in service.list_for_finding(user, finding)]
     refusal = service.upload_refusal(user, finding)
     return Section(rows=rows, refusal=refusal,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -77,7 +76,9 @@ def serve_mode(att: Attachment) -> str:
 @dataclass
 class View:
     attachment: Attachment
-    copy: AttachmentCopy
+    #: the recorded copy this view's images carry (None: a notebook at a level that
+    #: hands out originals, shown as it is)
+    copy: AttachmentCopy | None
     kind: str
     pages: int = 1
     html: Markup | None = None
@@ -89,30 +90,43 @@ def _mark_for(copy: AttachmentCopy, att: Attachment) -> Mark:
                 level_label=level_of(att).label)
 
 
+def viewable(att: Attachment) -> bool:
+    """Whether ``att`` has a view page: any file a view-only level shows, and notebooks
+    at every level (read in the page instead of downloaded and opened in Jupyter)."""
+    return level_of(att).view_only or guess_kind(att) == "notebook"
+
+
 def open_view(user: User, att: Attachment) -> View:
-    """A view of ``att`` in the page (access checked by the caller): one recorded copy
-    (kind ``view``) whose code every rendered image of this view carries."""
+    """A view of ``att`` in the page (access checked by the caller). At stamped and
+    view-only levels: one recorded copy (kind ``view``) whose code every rendered image
+    of this view carries. A notebook at a level that hands out originals is shown as it
+    is, its reading audited."""
     kind = guess_kind(att)
     if kind not in ("pdf", "image", "notebook"):
         raise NotServed(f"{level_of(att).label} files of this type are listed but not "
                         f"shown or served.", code="not_viewable")
+    level = level_of(att)
+    marked = level.view_only or level.stamped
+    if not marked and kind != "notebook":
+        raise NotFound()
     copy = AttachmentCopy(id=new_copy_id(), code=new_code(), attachment_id=att.id,
                           finding_id=att.finding_id, user_id=user.id, kind="view",
                           level=att.finding.level, ip=client_ip.get() or None,
-                          created_at=clock.now())
+                          created_at=clock.now()) if marked else None
     view = View(att, copy, kind)
     try:
         if kind == "pdf":
             view.pages = min(MAX_VIEW_PAGES, _pdf_page_count(att, user))
         elif kind == "notebook":
-            view.html = notebook_html(_whole(att, user, texts.MAX_NOTEBOOK_BYTES, "notebooks"),
-                                      _mark_for_new(copy, user, att))
+            data = _whole(att, user, texts.MAX_NOTEBOOK_BYTES, "notebooks")
+            view.html = notebook_html(data, _mark_for_new(copy, user, att) if copy else None)
     except pdfs.NotStampable as exc:
         raise NotServed(f"This file cannot be shown: {exc}.", code="not_viewable") from None
-    db.add(copy)
+    if copy is not None:
+        db.add(copy)
     audit.record("attachment_viewed", actor=user, target_type="attachment", target_id=att.id,
-                 copy_id=copy.id, code=copy.code, kind=kind, finding_id=att.finding_id,
-                 level=att.finding.level)
+                 copy_id=copy.id if copy else None, code=copy.code if copy else None,
+                 kind=kind, finding_id=att.finding_id, level=att.finding.level)
     db.commit()
     return view
 
@@ -286,64 +300,38 @@ def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
 # --------------------------------------------------------------------------- notebooks
 
 
-def _stamped_data_uri(b64: str, mark: Mark) -> str | None:
+def _stamped_picture(mark: Mark) -> Any:
+    """The notebook renderer's picture hook: each output picture stamped for the reader
+    (as PNG); an unreadable one is left out."""
+    def stamp(_mime: str, b64: str) -> tuple[str, str] | None:
+        try:
+            picture = Image.open(io.BytesIO(base64.b64decode(b64, validate=False)))
+            if picture.width * picture.height > images.MAX_PIXELS:
+                return None
+            picture.load()
+        except Exception:  # noqa: BLE001 - an unreadable output is left out
+            return None
+        out = io.BytesIO()
+        images.stamped_picture(picture, mark).save(out, "PNG")
+        return "image/png", base64.b64encode(out.getvalue()).decode()
+
+    return stamp
+
+
+def notebook_html(data: bytes, mark: Mark | None) -> Markup:
+    """A notebook for reading in the page (``app.rendering.notebook``: nbconvert, then the
+    sanitizer), with its output pictures stamped for the reader when there is a ``mark``
+    (stamped and view-only levels) and the mark's line above it."""
+    from app.rendering.notebook import NotANotebook, render_notebook
+
     try:
-        picture = Image.open(io.BytesIO(base64.b64decode(b64, validate=False)))
-        picture.load()
-    except Exception:  # noqa: BLE001 - an unreadable output is left out
-        return None
-    out = io.BytesIO()
-    images.stamped_picture(picture, mark).save(out, "PNG")
-    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
-
-
-def _source(value: Any) -> str:
-    return "".join(value) if isinstance(value, list) else str(value or "")
-
-
-def notebook_html(data: bytes, mark: Mark) -> Markup:
-    """A notebook for reading in the page: Markdown cells through the app's sanitizing
-    renderer, code and text outputs as text, PNG/JPEG outputs stamped; other outputs
-    (HTML, JavaScript, widgets) are never shown."""
-    from app.rendering import render_markdown
-
-    try:
-        notebook = json.loads(data)
-        cells = notebook["cells"]
-        assert isinstance(cells, list)
-    except (ValueError, KeyError, TypeError, AssertionError):
-        raise pdfs.NotStampable("it is not an nbformat 4 notebook") from None
-    parts = [Markup('<p class="file-mark">{}</p>').format(mark.one_line)]
-    for cell in cells[:2000]:
-        if not isinstance(cell, dict):
-            continue
-        source = _source(cell.get("source"))
-        if cell.get("cell_type") == "markdown":
-            parts.append(Markup('<div class="nb-markdown">{}</div>').format(
-                Markup(render_markdown(source))))  # noqa: S704 - sanitized by the renderer
-        elif cell.get("cell_type") == "code":
-            parts.append(Markup('<pre class="nb-code"><code>{}</code></pre>').format(source))
-            for output in cell.get("outputs", [])[:50]:
-                if not isinstance(output, dict):
-                    continue
-                if output.get("output_type") == "stream":
-                    parts.append(Markup('<pre class="nb-output">{}</pre>').format(
-                        _source(output.get("text"))))
-                    continue
-                bundle = output.get("data") or {}
-                picture = next((bundle[k] for k in ("image/png", "image/jpeg") if k in bundle),
-                               None)
-                uri = _stamped_data_uri(_source(picture), mark) if picture else None
-                if uri:
-                    parts.append(Markup('<img class="nb-figure" alt="Cell output" src="{}">'
-                                        ).format(uri))
-                elif "text/plain" in bundle:
-                    parts.append(Markup('<pre class="nb-output">{}</pre>').format(
-                        _source(bundle["text/plain"])))
-                elif output.get("output_type") == "error":
-                    parts.append(Markup('<pre class="nb-output">{}: {}</pre>').format(
-                        output.get("ename", ""), output.get("evalue", "")))
-    return Markup("\n").join(parts)
+        html = render_notebook(data, _stamped_picture(mark) if mark is not None else None)
+    except NotANotebook as exc:
+        raise pdfs.NotStampable(str(exc)) from None
+    body = Markup(html)  # noqa: S704 - sanitized by the notebook renderer
+    if mark is None:
+        return body
+    return Markup('<p class="file-mark">{}</p>\n').format(mark.one_line) + body
 
 
 # --------------------------------------------------------------------------- watermark

@@ -79,10 +79,10 @@ def watermark_png(level: str) -> Any:
 # ------------------------------------------------------------------ view-only files
 
 def _viewable(attachment_id: str) -> Any:
-    """A file of a view-only level the reader may read (else 404 / NDA / 2FA as for
-    downloads)."""
+    """A file with a view page (a view-only level's, or a notebook) the reader may read
+    (else 404 / NDA / 2FA as for downloads)."""
     att = attachments.get_attachment(current_user._get_current_object(), attachment_id)
-    if not service.level_of(att).view_only:
+    if not viewing.viewable(att):
         raise NotFound()
     return att
 

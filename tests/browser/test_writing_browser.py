@@ -1,11 +1,14 @@
 """A finding written the way researchers write: math (MathML), highlighted code,
-footnotes, a task list, a table and a figure from its own attachments, in Chromium at
+footnotes, a task list, a table, a figure from its own attachments and an attached
+notebook read in the page, in Chromium at
 1280 and 390 px: everything renders, nothing breaks the strict CSP, the page does not
 scroll sideways on a phone."""
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 
 import pytest
 from PIL import Image, ImageDraw
@@ -54,6 +57,35 @@ def ablate(model, layer: int, head: int) -> float:
 
 [^data]: 500 prompts from the IOI template set.
 """
+
+
+def _png_b64() -> str:
+    img = Image.new("RGB", (480, 240), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    for i in range(10):
+        draw.rectangle([20 + 45 * i, 220 - 18 * i, 50 + 45 * i, 220], fill=(200, 80, 40))
+    out = io.BytesIO()
+    img.save(out, "PNG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+NOTEBOOK = json.dumps({
+    "nbformat": 4, "nbformat_minor": 5, "metadata": {"language_info": {"name": "python"}},
+    "cells": [
+        {"cell_type": "markdown", "metadata": {}, "source":
+         "# Head ablations\n\nWe zero head $h$ and record $\\Delta$ for each layer."},
+        {"cell_type": "code", "metadata": {}, "execution_count": 1,
+         "source": "for layer, d in sweep():\n    print(f'layer {layer}: {d:.2f}')",
+         "outputs": [{"output_type": "stream", "name": "stdout",
+                      "text": "layer 9: 2.31\nlayer 10: 1.87\n"}]},
+        {"cell_type": "code", "metadata": {}, "execution_count": 2, "source": "plot(sweep)",
+         "outputs": [{"output_type": "display_data", "metadata": {},
+                      "data": {"image/png": _png_b64(), "text/plain": "<Figure>"}},
+                     {"output_type": "execute_result", "execution_count": 2, "metadata": {},
+                      "data": {"text/plain": "table",
+                               "text/html": "<table><tr><th>head</th><th>delta</th></tr>"
+                                            "<tr><td>9.6</td><td>2.31</td></tr></table>"}}]},
+    ]}).encode()
 
 
 def _sweep_png() -> bytes:
@@ -120,5 +152,23 @@ def test_math_code_and_figures_render_in_chromium(browser, live_server):  # type
         assert wide == [], f"{width}px: {wide}"
         assert prose.evaluate("p => p.scrollWidth <= p.clientWidth")
         screenshot(page, f"writing-finding-{width}")
+    # the attached notebook, read in the page
+    nb = attachments.upload(author, finding.id, filename="probe.ipynb",
+                            stream=io.BytesIO(NOTEBOOK), content_length=len(NOTEBOOK))
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(f"{live_server}/findings/{finding.id}")
+        page.get_by_role("link", name="Read it here").click()
+        page.wait_for_url(f"{live_server}/attachments/{nb.id}/view")
+        view = page.locator("article.notebook-view")
+        assert view.locator(".code_cell").count() == 2
+        assert view.locator("math").count() == 2
+        assert view.locator("pre").filter(has_text="layer 9: 2.31").count() == 1
+        out = view.locator(".output_png img")
+        assert out.evaluate("i => i.decode().then(() => i.naturalWidth)") == 480
+        assert view.locator("table th").first.text_content() == "head"
+        assert view.evaluate("v => v.scrollWidth <= v.clientWidth")
+        assert page.locator(".marking").first.inner_text() == "NETWORK"
+        screenshot(page, f"writing-notebook-{width}")
     assert problems == []
     context.close()

@@ -66,7 +66,7 @@ class AuditEntry(Base, Sealed):
 
     def detail(self, key: str) -> Any:
         """One detail, opened from the sealed content when it was sealed (for an
-        administrator's tools and tests; pages go through ``shown_details``)."""
+        administrator's tools and tests; pages go through ``app.audit_view``)."""
         content = self.content_dict
         return content[key] if key in content else self.details_dict.get(key)
 
@@ -79,13 +79,15 @@ class AuditEntry(Base, Sealed):
 
 
 #: Detail fields that are free text about a finding (a file name, a reason, a note):
-#: sealed under the finding's level, shown only to someone who may read the finding.
+#: sealed under the finding's level; ``app.audit_view`` shows them (and the people and
+#: addresses of the entry) only to someone who may read the finding.
 CONTENT_DETAILS = ("filename", "reason", "note", "comment", "title")
 WITHHELD = "(withheld: a finding you cannot read)"
 _SEALED_PREFIX = "sealed:"
 
 
-def _finding_of(details: dict[str, Any]) -> int | None:
+def finding_key(details: dict[str, Any]) -> int | None:
+    """The finding id named in an entry's details (``finding_id`` or ``finding``)."""
     for key in ("finding_id", "finding"):
         raw = str(details.get(key, ""))
         if raw.isascii() and raw.isdigit():
@@ -93,30 +95,12 @@ def _finding_of(details: dict[str, Any]) -> int | None:
     return None
 
 
-def shown_details(viewer: Any, entry: AuditEntry) -> dict[str, Any]:
-    """``entry``'s details as ``viewer`` may see them: free text of a finding (opened from
-    the sealed content) only for someone who may read that finding now."""
-    details = entry.details_dict
-    sealed = [k for k in CONTENT_DETAILS if k in details]
-    if not sealed:
-        return details
-    from app import access
-    from app.findings.models import Finding
-
-    fid = _finding_of(details)
-    finding = db.get(Finding, fid) if fid is not None else None
-    if finding is not None and access.can_read(viewer, finding):
-        content = entry.content_dict
-        return {k: content.get(k, v) if k in sealed else v for k, v in details.items()}
-    return {k: WITHHELD if k in sealed else v for k, v in details.items()}
-
-
 def _seal_content(entry: AuditEntry, details: dict[str, Any]) -> dict[str, Any]:
     """Move the free text of a finding's event out of ``details`` into sealed content;
     ``details`` keeps a keyed commitment (HMAC under the app key) in its place."""
     from flask import has_app_context
 
-    fid = _finding_of(details)
+    fid = finding_key(details)
     content = {k: details[k] for k in CONTENT_DETAILS if k in details and details[k]}
     if fid is None or not content or not has_app_context():
         # no keyring outside the app: only system text is recorded there (a download's

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from app.db import db
 from app.notifications.models import Notification
 from app.review import flags, service
-from tests.factories import login, make_finding
+from tests.factories import login, make_finding, make_org, make_user
 from tests.review_world import approve, build_world, publish_request, seen_of
 
 
@@ -123,3 +123,34 @@ def test_flag_page_and_api_hide_flagger_and_resolver_from_the_author(app, client
     login(client, w.author)
     page = client.get(f"/review/flags/{flag.id}").text
     assert not _leaks(page, w.rev_c) and not _leaks(page, w.reader)
+def test_admin_audit_view_hides_text_and_people_of_unreadable_targets(app, client,
+                                                                       api_token):
+    """An administrator cleared for network only sees ids, actions and times of a
+    restricted finding's entries, not the withdrawal reason, title, compartment, the
+    people or their addresses; a cleared admin sees them."""
+    hq = make_org("hq")
+    low = make_user(hq, name="lowadmin", role="admin", clearance="network")
+    high = make_user(hq, name="highadmin", role="admin")
+    lab = make_org("lab")
+    author = make_user(lab, name="secretauthor")
+    finding = make_finding(author, level="restricted", title="Zanzibar title",
+                           body="Zanzibar body")
+    req = service.create_publication(author, finding.id, public_title="Quokka public",
+                                     public_body="Quokka body")
+    service.withdraw(author, req, reason="Wombat withdrawal reason")
+    from app.findings import service as findings
+
+    findings.edit_finding(author, finding, title="Zanzibar title two", body="Zanzibar body")
+    db.commit()
+    secrets = ["Wombat", "Quokka", "Zanzibar", "secretauthor", "lab.example"]
+    low_api = client.get("/api/v1/admin/audit?per_page=100",
+                         headers=api_token(low)).get_data(as_text=True)
+    high_api = client.get("/api/v1/admin/audit?per_page=100",
+                          headers=api_token(high)).get_data(as_text=True)
+    assert "review_request_withdrawn" in low_api and "finding_edited" in low_api
+    assert [s for s in secrets if s in low_api] == []
+    assert "Wombat withdrawal reason" in high_api and "secretauthor" in high_api
+    login(client, low)
+    page = client.get("/admin/audit?per_page=100").text
+    assert "review_request_withdrawn" in page
+    assert [s for s in secrets if s in page] == []

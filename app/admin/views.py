@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -10,7 +9,7 @@ from flask_login import current_user
 from sqlalchemy import func, select
 from wtforms.fields.choices import SelectChoice
 
-from app import audit, state
+from app import audit, audit_view, state
 from app.auth import service as users
 from app.auth.forms import EmptyForm, InviteForm, UserEditForm
 from app.auth.models import Invitation, Role, User
@@ -183,12 +182,9 @@ def audit_log() -> Any:
     actions = db.scalars(select(audit.AuditEntry.action).group_by(audit.AuditEntry.action)
                          .order_by(audit.AuditEntry.action)).all()
     total = db.scalar(select(func.count()).select_from(audit.AuditEntry))
-    return render_template("admin/audit.html", page=paginate(query, request.args),
+    page = paginate(query, request.args)
+    page.items = audit_view.shown_page(current_user, page.items)  # what this admin may see
+    return render_template("admin/audit.html", page=page,
                            actions=actions, action=action, total=total,
                            verify=audit.verify_chain() if request.args.get("verify") else None,
-                           details=_shown_details)
-
-
-def _shown_details(entry: audit.AuditEntry) -> str:
-    shown = audit.shown_details(current_user, entry)
-    return entry.details if shown == entry.details_dict else json.dumps(shown, sort_keys=True)
+                           details=lambda e: e.details_text)

@@ -7,7 +7,7 @@ from typing import Any
 from flask import request
 from sqlalchemy import select
 
-from app import access, audit, state
+from app import access, audit, audit_view, state
 from app.api import api_user, bp, field, json_body, page_json, require_role
 from app.auth import service as users
 from app.auth.models import Role, User
@@ -198,11 +198,13 @@ def admin_audit() -> Any:
     query = select(audit.AuditEntry).order_by(audit.AuditEntry.seq.desc())
     if request.args.get("action"):
         query = query.where(audit.AuditEntry.action == request.args["action"])
-    return page_json(paginate(query, request.args), lambda e: {
+    page = paginate(query, request.args)
+    page.items = audit_view.shown_page(api_user(), page.items)  # what this admin may see
+    return page_json(page, lambda e: {
         "seq": e.seq, "created_at": e.created_at.isoformat(), "actor": e.actor,
         "actor_id": e.actor_id, "action": e.action, "target_type": e.target_type,
-        "target_id": e.target_id, "details": audit.shown_details(api_user(), e), "ip": e.ip,
-        "prev_hash": e.prev_hash, "hash": e.hash,
+        "target_id": e.target_id, "details": e.details, "ip": e.ip,
+        "prev_hash": e.prev_hash, "hash": e.hash, "withheld": e.withheld,
     })
 
 

@@ -80,7 +80,10 @@ SCHEMAS: dict[str, Any] = {
     "AuditEntry": {"type": "object", "required": ["seq", "action", "hash", "prev_hash"],
                    "properties": {"seq": {"type": "integer"}, "action": {"type": "string"},
                                   "hash": {"type": "string"},
-                                  "prev_hash": {"type": "string"}}},
+                                  "prev_hash": {"type": "string"},
+                                  "withheld": {"type": "boolean", "description":
+                                               "about a finding you cannot read: its text, "
+                                               "people and address are withheld"}}},
 }
 
 PATHS: dict[str, dict[str, Any]] = {}

@@ -154,3 +154,23 @@ def test_admin_audit_view_hides_text_and_people_of_unreadable_targets(app, clien
     page = client.get("/admin/audit?per_page=100").text
     assert "review_request_withdrawn" in page
     assert [s for s in secrets if s in page] == []
+
+
+def test_no_page_or_serializer_names_a_review_actor_by_itself():
+    """Names of people who act on findings reach templates and API bodies only through
+    ``app.disclosure`` (a ``Person`` or a label): nothing reads ``flag.flagger.username``,
+    ``revision.editor.display_name``, ``note.actor.username`` and the like directly."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "app"
+    pattern = re.compile(r"[\w\])]\.(flagger|resolved_by|editor|actor|requester|reviewer|admin|"
+                         r"hidden_by)\.(display_name|username|email)\b")
+    offenders = []
+    for path in sorted(root.rglob("*")):
+        if path.suffix not in (".py", ".html") or path.name == "disclosure.py":
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if pattern.search(line):
+                offenders.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
+    assert offenders == []

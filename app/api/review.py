@@ -48,6 +48,7 @@ def request_json(req: ReviewRequest) -> dict[str, Any]:
     """The request as the caller may see it (reviewer names hidden from authors when
     reviewers are anonymous)."""
     v = service.view(api_user(), req)
+    asker = v.requester  # as the disclosure rule lets the caller see them
 
     def person(shown: service.Shown) -> dict[str, Any]:
         out: dict[str, Any] = {"name": shown.label}
@@ -59,7 +60,7 @@ def request_json(req: ReviewRequest) -> dict[str, Any]:
         "id": req.id, "kind": req.kind, "state": req.state, "round": req.round,
         "finding_id": req.finding_id, "from_level": req.from_level,
         "target_level": req.target_level, "your_role": v.role,
-        "requester": {"username": v.requester.username, "display_name": v.requester.label},
+        "requester": {"username": asker.username, "display_name": asker.label},
         "note": req.note, "content_sha256": req.content_sha256,
         "created_at": _when(req.created_at), "submitted_at": _when(req.submitted_at),
         "updated_at": _when(req.updated_at), "released_at": _when(req.released_at),

@@ -31,6 +31,7 @@ from app.auth.models import User
 from app.db import db
 from tests.conftest import csrf_from
 from tests.factories import login, make_finding, make_org, make_user, post_form
+from tests.findings_world import make_category
 from tests.test_auth import isolated_requests
 
 __all__ = ["isolated_requests"]
@@ -158,6 +159,7 @@ def test_no_log_line_carries_a_protected_value_or_a_token(app, captured, caplog,
     assert done.status_code == 302, done.text
 
     # content: a finding with marked title and body, over the API with a marked file name
+    make_category("circuits")
     author = make_user(acme, name=f"author{MARK}", clearance="confidential")
     headers = api_token(author)
     secrets_seen.append(headers["Authorization"].split()[1])

@@ -17,11 +17,16 @@ class ServiceError(Exception):
         self.field = field
 
 
+#: The one message for "no such thing, or you cannot see it" (pages and API alike: the
+#: web's own 404 page says the same), so that no wording tells the two apart.
+NOT_FOUND_MESSAGE = "There is nothing here, or you cannot see it."
+
+
 class NotFound(ServiceError):
     status = 404
     code = "not_found"
 
-    def __init__(self, message: str = "Not found.", **kw: str | None):
+    def __init__(self, message: str = NOT_FOUND_MESSAGE, **kw: str | None):
         super().__init__(message, **kw)
 
 

@@ -39,7 +39,7 @@ from app.auth.models import Role
 from app.config import Settings
 from app.crypto.fields import FieldIntegrityError
 from app.db import describe_db_error
-from app.errors import MfaRequired, NdaRequired, PasskeyRequired, ServiceError
+from app.errors import NOT_FOUND_MESSAGE, MfaRequired, NdaRequired, PasskeyRequired, ServiceError
 from app.links import external_url
 
 log = logging.getLogger("enclave.web")
@@ -176,7 +176,7 @@ def install_web_hooks(app: Flask, settings: Settings) -> None:
     def _http_error(exc: HTTPException) -> Any:
         status = exc.code or 500
         messages = {
-            404: "There is nothing here, or you cannot see it.",
+            404: NOT_FOUND_MESSAGE,
             405: "That method is not allowed here.",
             413: "The request is too large.",
             429: "Too many attempts. Wait a moment and try again.",

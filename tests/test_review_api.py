@@ -101,7 +101,10 @@ def test_bad_input_is_refused_and_changes_nothing(app, client, api_token):
     other = make_finding(w.author, level="restricted")
     foreign = attach(w.author, other)
     r = _publish(client, w, author, attachments=[foreign.id])
-    assert r.status_code == 400 and r.json["error"]["code"] == "foreign_attachment"
+    # another finding's file is unknown here, even to its author (one answer for every
+    # id that is not a file of this finding: never a name, never "exists elsewhere")
+    assert r.status_code == 400 and r.json["error"]["code"] == "unknown_attachment"
+    assert foreign.filename not in r.get_data(as_text=True)
     r = _publish(client, w, author, surprise=1)
     assert r.status_code == 400 and r.json["error"]["code"] == "unknown_field"
     assert _count(ReviewRequest) == 0

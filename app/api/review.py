@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import request
 
-from app import disclosure
+from app import disclosure, visibility
 from app.api import (
     api_user,
     bp,
@@ -142,6 +142,7 @@ def _request(item_id: int) -> ReviewRequest:
 
 @bp.post("/findings/<int:id>/flags")
 def flag_create(id: int) -> Any:
+    visibility.finding_or_404(api_user(), id)
     data = json_body()
     _only(data, {"reason", "suggested_level"})
     try:
@@ -163,9 +164,10 @@ def flag_get(id: int) -> Any:
 
 @bp.post("/review/flags/<int:id>/resolve")
 def flag_resolve(id: int) -> Any:
+    flag = flags.flag_for_review(api_user(), id)
+    flags.check_can_resolve(api_user(), flag)
     data = json_body()
     _only(data, {"outcome", "level", "note"})
-    flag = flags.flag_for_review(api_user(), id)
     flags.resolve_flag(api_user(), flag, outcome=field(data, "outcome"),
                        level=field(data, "level", required=False),
                        note=field(data, "note", required=False))
@@ -174,9 +176,9 @@ def flag_resolve(id: int) -> Any:
 
 @bp.post("/findings/<int:id>/conflicts")
 def conflict_declare(id: int) -> Any:
+    finding = findings.get_finding(api_user(), id)
     data = json_body()
     _only(data, {"reason"})
-    finding = findings.get_finding(api_user(), id)
     flags.declare_conflict(api_user(), finding, field(data, "reason"))
     return {"finding_id": id, "declared": True}, 201
 
@@ -187,6 +189,7 @@ PUBLICATION_FIELDS = {"public_title", "public_body", "attachments", "embargo_unt
 
 @bp.post("/findings/<int:id>/publication-requests")
 def publication_create(id: int) -> Any:
+    visibility.finding_or_404(api_user(), id)
     data = json_body()
     _only(data, PUBLICATION_FIELDS)
     try:
@@ -207,6 +210,7 @@ def publication_create(id: int) -> Any:
 
 @bp.post("/findings/<int:id>/declassification-requests")
 def declassification_create(id: int) -> Any:
+    visibility.finding_or_404(api_user(), id)
     data = json_body()
     _only(data, {"target_level", "note"})
     try:
@@ -249,9 +253,9 @@ def request_get(id: int) -> Any:
 
 @bp.patch("/review/requests/<int:id>")
 def request_edit(id: int) -> Any:
+    req = _request(id)
     data = json_body()
     _only(data, PUBLICATION_FIELDS | {"target_level"})
-    req = _request(id)
     kwargs = {name: data[name] for name in data}
     for name in ("public_title", "public_body", "embargo_tz", "note", "target_level"):
         if name in kwargs and kwargs[name] is not None and not isinstance(kwargs[name], str):
@@ -265,9 +269,10 @@ def request_edit(id: int) -> Any:
 
 @bp.post("/review/requests/<int:id>/decisions")
 def request_decide(id: int) -> Any:
+    req = service.request_for_review(api_user(), id)
+    service.check_can_review(api_user(), req)
     data = json_body()
     _only(data, {"decision", "risk", "scores", "comment"} | PIN_FIELDS)
-    req = service.request_for_review(api_user(), id)
     with _stale_links(id):
         review = service.add_review(api_user(), req, seen=_seen(data),
                                     decision=field(data, "decision"), risk=field(data, "risk"),
@@ -279,9 +284,9 @@ def request_decide(id: int) -> Any:
 
 @bp.post("/review/requests/<int:id>/comments")
 def request_comment(id: int) -> Any:
+    req = _request(id)
     data = json_body()
     _only(data, {"body"})
-    req = _request(id)
     try:
         comment = service.add_comment(api_user(), req, field(data, "body"),
                                       submission=idempotency_key())
@@ -304,9 +309,9 @@ def _reason(data: dict[str, Any], required: bool = True,
 
 @bp.post("/review/requests/<int:id>/escalate")
 def request_escalate(id: int) -> Any:
+    req = _request(id)
     data = json_body()
     reason = _reason(data, also=PIN_FIELDS)
-    req = _request(id)
     with _stale_links(id):
         service.escalate(api_user(), req, reason, seen=_seen(data))
     return request_json(req)
@@ -314,9 +319,9 @@ def request_escalate(id: int) -> Any:
 
 @bp.post("/review/requests/<int:id>/reopen")
 def request_reopen(id: int) -> Any:
+    req = _request(id)
     data = json_body()
     reason = _reason(data, also=PIN_FIELDS)
-    req = _request(id)
     with _stale_links(id):
         service.reopen(api_user(), req, reason, seen=_seen(data))
     return request_json(req)
@@ -324,19 +329,19 @@ def request_reopen(id: int) -> Any:
 
 @bp.post("/review/requests/<int:id>/withdraw")
 def request_withdraw(id: int) -> Any:
+    req = _request(id)
     data = request.get_json(silent=True) or {}
     data = json_body() if isinstance(data, dict) and data else {}  # checks it (e.g. NUL)
     reason = _reason(data, required=False)
-    req = _request(id)
     service.withdraw(api_user(), req, reason)
     return request_json(req)
 
 
 @bp.post("/review/requests/<int:id>/release")
 def request_release(id: int) -> Any:
+    req = _request(id)
     data = json_body()
     _only(data, PIN_FIELDS)
-    req = _request(id)
     with _stale_links(id):
         service.release(api_user(), req, seen=_seen(data))
     return request_json(req)

@@ -35,7 +35,7 @@ from flask import current_app
 from sqlalchemy import Engine, and_, bindparam, case, func, inspect, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
-from app import access, audit, state
+from app import access, audit, state, visibility
 from app.attachments.models import Attachment
 from app.attachments.pipeline import (
     BodyReadError,
@@ -191,22 +191,12 @@ def _check_read(user: Any, finding: Finding) -> None:
 
 
 def readable_finding(user: Any, finding_id: int) -> Finding:
-    finding = db.get(Finding, finding_id)
-    if finding is None:
-        raise NotFound()
-    _check_read(user, finding)
-    return finding
+    return visibility.finding_or_404(user, finding_id, what="open its files")
 
 
 def get_attachment(user: Any, attachment_id: str) -> Attachment:
     """A live attachment of a finding ``user`` may read; otherwise NotFound/NDA/MFA."""
-    if not isinstance(attachment_id, str) or not _ID_RE.fullmatch(attachment_id):
-        raise NotFound()
-    att = db.get(Attachment, attachment_id)
-    if att is None or not att.live:
-        raise NotFound()
-    _check_read(user, att.finding)
-    return att
+    return visibility.attachment_or_404(user, attachment_id)
 
 
 def list_for_finding(user: Any, finding: Finding) -> list[Attachment]:

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased, defaultload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app import access, audit, disclosure, sealing, state
+from app import access, audit, disclosure, sealing, state, visibility
 from app.attachments import service as attachments
 from app.auth.models import User
 from app.db import db, serialize_writes, utcnow
@@ -261,11 +261,7 @@ def _compartment_slugs(finding: Finding) -> str:
 
 def get_finding(user: User, finding_id: int) -> Finding:
     """The finding if ``user`` may read it; 404 otherwise (NDA/MFA only for the cleared)."""
-    finding = db.get(Finding, finding_id, options=FINDING_LOAD)
-    if finding is None:
-        raise NotFound()
-    access.require_readable(user, finding)
-    return finding
+    return visibility.finding_or_404(user, finding_id, options=FINDING_LOAD)
 
 
 def body_html(finding: Finding | Reply) -> str:
@@ -382,11 +378,7 @@ def replies_page(user: User, finding: Finding, page: int = 1) -> Page:
 
 
 def get_reply(user: User, reply_id: int) -> Reply:
-    reply = db.get(Reply, reply_id)
-    if reply is None:
-        raise NotFound()
-    get_finding(user, reply.finding_id)
-    return reply
+    return visibility.reply_or_404(user, reply_id)
 
 
 def lock(finding: Finding) -> None:

@@ -8,11 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
-
-from app import state
+from app import state, visibility
 from app.attachments import service as attachments
-from app.attachments.models import Attachment
 from app.db import utcnow
 from app.errors import ServiceError
 from app.findings.models import Finding
@@ -63,19 +60,10 @@ def check_files(finding: Finding, attachment_ids: object) -> tuple[tuple[PinnedF
                            code="too_many_files", field="attachments")
     if not wanted:
         return ()
-    from app.db import db
-
-    found = {a.id: a for a in db.scalars(select(Attachment).where(Attachment.id.in_(wanted)))}
     chosen = []
-    for att_id in wanted:
-        att = found.get(att_id)
-        if att is None or not att.live:
-            raise ServiceError(f"There is no attachment {att_id!r}.", code="unknown_attachment",
-                               field="attachments")
-        if att.finding_id != finding.id:
-            raise ServiceError(f"The attachment {att_id!r} ({att.filename}) belongs to another "
-                               "finding; a public version can only include this finding's "
-                               "files.", code="foreign_attachment", field="attachments")
+    # ids in the body go through the visibility gate: anything but a live file of this
+    # finding is unknown, with one message (never a file name, never "exists elsewhere")
+    for att in visibility.attachments_of(finding, wanted):
         digest = attachments.sha256_of(att)
         if not digest:
             raise ServiceError(f"The attachment {att.filename!r} cannot be verified; it "

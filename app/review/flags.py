@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from app import access, audit, state
+from app import access, audit, state, visibility
 from app.auth.models import User
 from app.db import db, utcnow
 from app.errors import Conflict, Forbidden, NotFound, ServiceError
@@ -94,19 +94,13 @@ def flag_role(user: Any, flag: Flag) -> str | None:
 
 
 def get_flag(user: Any, flag_id: int) -> Flag:
-    flag = db.get(Flag, flag_id)
-    if flag is None or flag_role(user, flag) is None:
-        raise NotFound()
-    return flag
+    return visibility.flag_or_404(user, flag_id)
 
 
 def flag_for_review(user: Any, flag_id: int) -> Flag:
-    """The flag, for resolving it: 404 unless ``user`` is a reviewer who can read its
-    finding; :func:`resolve_flag` then explains any conflict-of-interest exclusion."""
-    flag = db.get(Flag, flag_id)
-    if flag is None or not rules.is_reviewer(user) or not access.can_read(user, flag.finding):
-        raise NotFound()
-    return flag
+    """The flag, for resolving it: 404 unless ``user`` sees it or is a reviewer who can
+    read its finding; :func:`check_can_resolve` then explains any exclusion (403)."""
+    return visibility.flag_for_review(user, flag_id)
 
 
 def flags_for_finding(user: Any, finding: Finding) -> list[Flag]:
@@ -118,15 +112,21 @@ def flags_for_finding(user: Any, finding: Finding) -> list[Flag]:
     return [f for f in rows if flag_role(user, f) is not None]
 
 
+def check_can_resolve(user: Any, flag: Flag) -> None:
+    """Refuse a reviewer excluded from this flag (403, saying why): called right after
+    the visibility gate, before what they sent is read."""
+    why = rules.exclusion(user, flag.finding, owner_ids=[flag.flagger_id])
+    if why is rules.Exclusion.NOT_FOUND:
+        visibility.hidden()
+    if why is not None:
+        raise Forbidden(rules.EXCLUSION_MESSAGES[why], code=f"excluded_{why.value}")
+
+
 def resolve_flag(user: User, flag: Flag, *, outcome: str | None, level: str | None = None,
                  note: str | None = None) -> Flag:
     """Resolve an open flag (eligible reviewers; admins who are not its owners)."""
     finding = flag.finding
-    why = rules.exclusion(user, finding, owner_ids=[flag.flagger_id])
-    if why is rules.Exclusion.NOT_FOUND:
-        raise NotFound()
-    if why is not None:
-        raise Forbidden(rules.EXCLUSION_MESSAGES[why], code=f"excluded_{why.value}")
+    check_can_resolve(user, flag)
     # one resolution per flag, even when two reviewers act at once (row lock on PostgreSQL)
     db.execute(select(Flag.id).where(Flag.id == flag.id).with_for_update())
     db.refresh(flag)

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import exists, func, literal, select, union_all
 from sqlalchemy.exc import IntegrityError
 
-from app import access, disclosure, state
+from app import access, disclosure, state, visibility
 from app.attachments import service as attachments
 from app.attachments.models import Attachment
 from app.auth.models import User
@@ -92,10 +92,7 @@ def viewer_role(user: Any, req: ReviewRequest) -> str | None:
 
 
 def get_request(user: Any, request_id: int) -> ReviewRequest:
-    req = db.get(ReviewRequest, request_id)
-    if req is None or viewer_role(user, req) is None:
-        raise NotFound()
-    return req
+    return visibility.request_or_404(user, request_id)
 
 
 def _lock(req: ReviewRequest) -> None:
@@ -111,10 +108,7 @@ def request_for_review(user: Any, request_id: int) -> ReviewRequest:
     """The request, for a decision: 404 unless ``user`` is a reviewer who can read its
     finding. Conflict-of-interest exclusions are then refused by :func:`add_review` with
     a message saying why (the finding is readable to them anyway)."""
-    req = db.get(ReviewRequest, request_id)
-    if req is None or not rules.is_reviewer(user) or not access.can_read(user, req.finding):
-        raise NotFound()
-    return req
+    return visibility.request_for_review(user, request_id)
 
 
 def _require_owner_or_admin(user: User, finding: Finding, what: str) -> None:
@@ -398,12 +392,18 @@ def recompute(req: ReviewRequest, actor: Any) -> str:
     return req.state
 
 
-def _check_can_review(user: Any, req: ReviewRequest) -> None:
+def check_can_review(user: Any, req: ReviewRequest) -> None:
+    """Refuse a reviewer excluded from this request (403, saying why): called right
+    after the visibility gate, before what they sent is read."""
     why = rules.exclusion(user, req.finding, owner_ids=[req.requester_id])
     if why is rules.Exclusion.NOT_FOUND:
-        raise NotFound()
+        visibility.hidden()
     if why is not None:
         raise Forbidden(rules.EXCLUSION_MESSAGES[why], code=f"excluded_{why.value}")
+
+
+def _check_can_review(user: Any, req: ReviewRequest) -> None:
+    check_can_review(user, req)
     if req.state in FINAL_STATES:
         raise Conflict(f"This request was {STATE_LABELS[req.state].lower()}; it takes no "
                        "more reviews.", code=f"request_{req.state}")

@@ -205,7 +205,10 @@ def _render_flag(flag: Any, form: ResolveFlagForm, status: int = 200) -> Any:
 @bp.post("/flags/<int:flag_id>/resolve")
 @member_required
 def flag_resolve(flag_id: int) -> Any:
+    # the gate, then an excluded reviewer's 403 (the error page with the reason), and only
+    # then the form: a refusal never renders the flag
     flag = flags.flag_for_review(current_user, flag_id)
+    flags.check_can_resolve(current_user, flag)
     form = _resolve_form(flag)
     if form.validate_on_submit():
         try:
@@ -213,8 +216,6 @@ def flag_resolve(flag_id: int) -> Any:
                                level=form.level.data, note=form.note.data)
         except ServiceError as exc:
             db.rollback()
-            if flags.flag_role(current_user, flag) is None:
-                raise  # excluded reviewers get the error page with the reason
             form_error(exc, form)
         else:
             flash(f"Flag resolved: {flags.OUTCOMES[flag.outcome].lower()}.", "success")
@@ -368,7 +369,9 @@ def request_show(request_id: int) -> Any:
 @bp.post("/requests/<int:request_id>/reviews")
 @member_required
 def request_review(request_id: int) -> Any:
+    # as flag_resolve: the gate, an excluded reviewer's 403, then the form
     req = service.request_for_review(current_user, request_id)
+    service.check_can_review(current_user, req)
     policy = state.policy().review
     form = review_form_class(policy)()
     if form.validate_on_submit():
@@ -386,8 +389,6 @@ def request_review(request_id: int) -> Any:
             return _render_request(req, review_form=form, status=409, stale=exc)
         except ServiceError as exc:
             db.rollback()
-            if service.viewer_role(current_user, req) is None:
-                raise  # excluded reviewers get the error page with the reason
             form_error(exc, form)
         else:
             flash("Review recorded.", "success")

@@ -226,6 +226,37 @@ MARKDOWN = [
     '<base href="//evil.example/">',
 ]
 
+# Rich writing: math (LaTeX to MathML), highlighted code, figures, footnotes, task lists,
+# heading anchors. Block payloads start with a newline, so that the marker word put before
+# each payload stays a paragraph of its own and the block still opens.
+MATH = [
+    f"$\\text{{<script>{JS}</script>}}$",
+    f"$$\\href{{javascript:{JS}}}{{click}}$$",
+    f"$\\style{{background:url(javascript:{JS})}}{{x}}$",
+    f"\n\\begin{{align}}\\text{{<img src=x onerror={JS}>}} &= 1\\end{{align}}",
+    f"$\\mathrm{{</math><img src=x onerror={JS}>}}$",
+    f'$\\color{{red" onmouseover="{JS}}}{{x}}$',
+    f"$\\frac{{<svg onload={JS}>}}{{$",
+    "\n$$\n\\operatorname{<iframe srcdoc=<script>parent.__pwned=1</script>>}\n$$",
+]
+
+CODE = [
+    f'\n```"><img src=x onerror={JS}>\nx\n```',
+    f"\n```javascript\n</code></pre><script>{JS}</script>\n```",
+    '\n~~~html\n<iframe srcdoc="<script>parent.__pwned=1</script>"></iframe>\n~~~',
+]
+
+FIGURES = [
+    f'![x" onerror="{JS}](attachment:fig.png)',
+    f"![<img src=x onerror={JS}>](attachment:fig.png)",
+    f"![x](<attachment:\"><script>{JS}</script>>)",
+    f"![x](attachment:javascript:{JS})",
+    f"![x](attachment:fig.png#\" onload=\"{JS})",
+    f"Note[^x]\n\n[^x]: <script>{JS}</script>",
+    f"\n- [x] <img src=x onerror={JS}>",
+    f"\n# <script>{JS}</script> heading",
+]
+
 TEMPLATE_PROBES = [
     "{{7*7}}",
     "${7*7}",
@@ -240,7 +271,7 @@ TEMPLATE_PROBES = [
 PAYLOADS: list[str] = [
     *SCRIPT_TAGS, *EVENT_HANDLERS, *ATTRIBUTE_BREAKOUTS, *JAVASCRIPT_URLS, *DATA_URLS,
     *SVG, *MUTATION_XSS, *BROKEN_MARKUP, *CSS, *SRCDOC, *ENCODED, *MARKDOWN,
-    *TEMPLATE_PROBES,
+    *MATH, *CODE, *FIGURES, *TEMPLATE_PROBES,
 ]
 
 assert len(PAYLOADS) >= 100, len(PAYLOADS)

@@ -1,7 +1,9 @@
 """The XSS corpus (tests/xss_payloads.py) in a real browser.
 
 Every payload goes into every kind of user-controlled text Enclave shows: finding titles
-and bodies, replies, attachment file names, display names, organization names, flag
+and bodies (with math, code, figures from the finding's files, footnotes, task lists and
+heading anchors among the payloads), every cell and output kind of an attached notebook
+read in the page, replies, attachment file names, display names, organization names, flag
 reasons, hidden-reply reasons, old revisions, review notes, comments and thread, the
 public (released) version, category names, token names; search snippets and
 notifications show them again. Each page that shows them is loaded in Chromium with a
@@ -20,7 +22,9 @@ organization per payload), so about forty page loads render the whole corpus.
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -71,7 +75,11 @@ INERT = r"""() => {
       if (n === 'srcdoc' || n === 'style') bad.push(`${tag}[${n}]`);
       if (urlAttrs.includes(n)) {
         const v = a.value.replace(/[\s\x00-\x1f]/g, '').toLowerCase();
-        if (/^(javascript|vbscript|data):/.test(v)) bad.push(`${tag}[${n}=${v.slice(0, 40)}]`);
+        // notebooks' output pictures are data: URLs, of these image types only
+        const picture = tag === 'img' && n === 'src' &&
+          /^data:image\/(png|jpeg|gif|webp);base64,[a-z0-9+\/=]*$/.test(v);
+        if (!picture && /^(javascript|vbscript|data):/.test(v))
+          bad.push(`${tag}[${n}=${v.slice(0, 40)}]`);
       }
     }
     if (['iframe', 'frame', 'frameset', 'object', 'embed', 'applet', 'base', 'isindex']
@@ -95,11 +103,52 @@ def _one_line(text: str, limit: int) -> str:
 @dataclass
 class Corpus:
     main: int = 0
+    notebook: str = ""
     released: int = 0
     request: int = 0
     flag_ids: list[int] = field(default_factory=list)
     finding_ids: list[int] = field(default_factory=list)
     people: dict[str, User] = field(default_factory=dict)
+
+
+def _png() -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (120, 60), (40, 90, 160)).save(out, "PNG")
+    return out.getvalue()
+
+
+def _notebook() -> bytes:
+    """Every payload in every place a notebook shows text: Markdown cells, code, stream
+    output, HTML and Markdown outputs, error tracebacks, raw cells; plus a JavaScript
+    output, an SVG output, widget state and a picture output."""
+    picture = base64.b64encode(_png()).decode()
+    cells: list[dict[str, Any]] = []
+    for i in range(N):
+        text = marked(i)
+        cells.append({"cell_type": "markdown", "metadata": {}, "source": text})
+        cells.append({"cell_type": "code", "metadata": {}, "execution_count": i,
+                      "source": text, "outputs": [
+                          {"output_type": "stream", "name": "stdout", "text": text},
+                          {"output_type": "display_data", "metadata": {},
+                           "data": {"text/html": text, "text/plain": text}},
+                          {"output_type": "display_data", "metadata": {},
+                           "data": {"text/markdown": text}},
+                          {"output_type": "error", "ename": text, "evalue": text,
+                           "traceback": [text]}]})
+        cells.append({"cell_type": "raw", "metadata": {}, "source": text})
+    cells.append({"cell_type": "code", "metadata": {}, "execution_count": N, "source": "x",
+                  "outputs": [
+                      {"output_type": "display_data", "metadata": {},
+                       "data": {"application/javascript": "window.__pwned=1"}},
+                      {"output_type": "display_data", "metadata": {},
+                       "data": {"image/svg+xml": "<svg onload='window.__pwned=1'/>"}},
+                      {"output_type": "display_data", "metadata": {},
+                       "data": {"image/png": picture, "text/plain": "<Figure>"}}]})
+    return json.dumps({"nbformat": 4, "nbformat_minor": 5, "cells": cells, "metadata": {
+        "widgets": {"application/vnd.jupyter.widget-state+json": {
+            "state": {"x": {"model_name": "<script>window.__pwned=1</script>"}}}}}}).encode()
 
 
 def build_corpus() -> Corpus:
@@ -129,6 +178,13 @@ def build_corpus() -> Corpus:
                                        body="zebrafish\n\n" + ALL, category="circuits",
                                        level="network")
         c.main = main.id
+        figure = _png()  # the FIGURES payloads refer to it by name
+        attachments.upload(author, main.id, filename="fig.png", stream=io.BytesIO(figure),
+                           content_length=len(figure), content_type="image/png")
+        notebook = _notebook()
+        c.notebook = attachments.upload(author, main.id, filename="corpus.ipynb",
+                                        stream=io.BytesIO(notebook),
+                                        content_length=len(notebook)).id
         data = b"payload file\n"
         for i in range(N):
             org = make_org(f"x{i}", ceiling="network")
@@ -268,7 +324,8 @@ def test_xss_corpus_never_runs(browser: Any, live_server: str, corpus: Corpus) -
     for path in ("/home", "/findings/", f"/findings/{c.main}",
                  f"/findings/{c.main}/history", "/findings/search?q=zebrafish&per_page=100",
                  "/findings/categories", "/findings/c/xss0", f"/findings/{c.finding_ids[0]}",
-                 f"/findings/{c.finding_ids[-1]}", "/review/admin",
+                 f"/findings/{c.finding_ids[-1]}", f"/attachments/{c.notebook}/view",
+                 "/review/admin",
                  f"/review/requests/{c.request}", f"/review/requests/{c.released}",
                  f"/review/flags/{c.flag_ids[0]}", f"/review/flags/{c.flag_ids[-1]}",
                  f"/review/findings/{c.main}/flag", f"/review/findings/{c.main}/publish",
@@ -282,6 +339,7 @@ def test_xss_corpus_never_runs(browser: Any, live_server: str, corpus: Corpus) -
     author.sign_in(c.people["author"])
     for path in ("/notifications/?per_page=100", "/review/mine",
                  f"/review/requests/{c.request}", f"/findings/{c.main}",
+                 f"/attachments/{c.notebook}/view",
                  f"/findings/{c.main}/edit"):
         author.visit(path)
     author.close()

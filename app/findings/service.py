@@ -700,12 +700,13 @@ def history(finding: Finding, reader: Any) -> list[HistoryEntry]:
     shown = [v if access.can_read_version(reader, finding, v.level, v.compartment) else
              Version(WITHHELD, "", v.level, "") for v in versions]
     entries: list[HistoryEntry] = []
+    rule = disclosure.For(reader)
     for i, rev in enumerate(revisions):
         before, after = shown[i], shown[i + 1]
         withheld = WITHHELD in (before.title, after.title)
         diff = [] if withheld else _diff(before.body, after.body)
         entries.append(HistoryEntry(rev, before, after, diff,
-                                    disclosure.editor_label(reader, finding, rev)))
+                                    disclosure.editor_label(rule, finding, rev)))
     entries.reverse()
     return entries
 

@@ -420,14 +420,21 @@ enclave.add_command(token_group)
 @token_group.command("create")
 @click.argument("email")
 @click.option("--name", default="cli", show_default=True)
+@click.option("--scope", "scopes", multiple=True,
+              type=click.Choice(["read", "write", "review", "admin"]),
+              help="What it may do (repeat; default: read). Never beyond the user's role.")
+@click.option("--expires-days", "days", type=int, default=None,
+              help="Lifetime in days (default and maximum from the policy).")
 @service_command
-def token_create(email: str, name: str) -> None:
+def token_create(email: str, name: str, scopes: tuple[str, ...], days: int | None) -> None:
     """Print a new API token, alone on the last line (shown once, stored hashed)."""
     from app.auth import service
 
     user = _get_user(email)
-    token, plaintext = service.create_token(user, name, actor="cli", proof="operator")
-    click.echo(f"token {token.prefix}... for {user.email} ({token.name}); it is shown once:")
+    token, plaintext = service.create_token(user, name, actor="cli", proof="operator",
+                                            scopes=list(scopes) or ["read"], days=days)
+    click.echo(f"token {token.prefix}... for {user.email} ({token.name}; {token.scopes}; "
+               f"expires {token.expires_at:%Y-%m-%d %H:%M} UTC); it is shown once:")
     click.echo(plaintext)
 
 

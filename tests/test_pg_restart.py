@@ -293,7 +293,8 @@ def test_postgresql_restarts_under_load(cluster: Cluster, tmp_path: Path) -> Non
                        for i in range(3)]
             readers = [make_user(org, mfa_on=False, name=f"reader{i}", clearance="network")
                        for i in range(3)]
-            tokens = [create_token(u, "restart")[1] for u in writers]
+            tokens = [create_token(u, "restart", scopes=["read", "write"])[1]
+                      for u in writers]
             seed = make_finding(writers[0], title="Seed finding", body="A body to search.")
             emails = [u.email for u in readers]
             seed_id = seed.id

@@ -425,7 +425,8 @@ def build_world(world: World) -> dict[str, User]:
     for key in PRINCIPALS:
         if key in u and key != "pending":
             token, plaintext = users.create_token(u[key], "matrix",
-                                                  proof=PROOFS.get(key, "operator"))
+                                                  proof=PROOFS.get(key, "operator"),
+                                                  scopes=users.allowed_scopes(u[key]))
             world.tokens[key] = token.id
             world.plaintext_tokens[key] = plaintext
     world.passkeys.update({key: u[key].passkeys[0].id for key in ("insider",)})
@@ -1051,7 +1052,7 @@ def _report(m: Matrix) -> None:
     print("\n" + "\n".join(lines))
 
 
-VOLATILE = {"api_tokens": ("last_used_at",)}
+VOLATILE = {"api_tokens": ("last_used_at", "last_used_ip")}
 
 
 def fingerprint(app: Flask) -> tuple[Any, ...]:

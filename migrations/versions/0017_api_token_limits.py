@@ -1,7 +1,7 @@
 """API tokens: scopes, expiry, last-use address, revocation reason
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-12-05 17:40:00
 
 Tokens made before this get the ``read write`` scopes (what a member's token could do;
@@ -14,8 +14,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0016'
-down_revision = '0015'
+revision = '0017'
+down_revision = '0016'
 branch_labels = None
 depends_on = None
 

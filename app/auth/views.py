@@ -18,7 +18,7 @@ from flask import (
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import select
 
-from app import access, state
+from app import access, logredact, state
 from app.auth import mfa, service, throttle
 from app.auth.forms import (
     AcceptInvitationForm,
@@ -234,8 +234,10 @@ def send_after_response(response: Any, msg: EmailMessage, label: str) -> None:
 
         try:
             deliver_message(msg, label, smtp_url=smtp_url, outbox=outbox)
-        except Exception:  # noqa: BLE001 - the answer is already sent; log and go on
-            log.exception("could not send a %s e-mail", label)
+        except Exception as exc:  # noqa: BLE001 - the answer is already sent; log, go on
+            # without the message: SMTP errors quote the recipient's address
+            log.error("could not send a %s e-mail: %s\n%s", label,
+                      logredact.describe_mail_error(exc), logredact.frames(exc))
 
     response.call_on_close(send)
 

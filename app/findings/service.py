@@ -85,6 +85,17 @@ def _check_body(body: str | None, name: str = "body") -> str:
     return body
 
 
+def preview_html(body: str | None) -> str:
+    """The rendering a text would get if posted now (the editor's Preview tab); nothing
+    is stored. The same limit as posting."""
+    body = _clean(body)
+    limit = state.settings().max_body_chars
+    if len(body) > limit:
+        raise ServiceError(f"The text has {len(body):,} characters; the maximum is {limit:,}.",
+                           code="body_too_long", field="body")
+    return render_markdown(body) if body.strip() else ""
+
+
 def is_moderator(user: User) -> bool:
     return bool(user.is_admin) and access.in_good_standing(user)
 

@@ -33,6 +33,7 @@ def seed_demo(*, only_if_empty: bool = False) -> list[str] | None:
             orgs.set_status(None, org, o["status"])
     lines = [f"{'e-mail':30} {'organization':36} {'role':10} {'clearance':13} 2FA secret"]
     o_status = {o["slug"]: o["status"] for o in data["orgs"]}
+    recovery: dict[str, list[str]] = {}
     for u in data["users"]:
         org = orgs.get_org(u["org"])
         user = users.create_user(email=u["email"], org=org, clearance=u["clearance"],
@@ -48,6 +49,7 @@ def seed_demo(*, only_if_empty: bool = False) -> list[str] | None:
             secret = pyotp.random_base32()
             user.totp_secret_enc = mfa.seal_secret(user, secret)
             user.totp_enabled_at = utcnow()
+            recovery[user.email] = mfa.new_recovery_codes(user)
         db.commit()
         org_label = f"{org.name} ({o_status[org.slug]})"
         lines.append(f"{user.email:30} {org_label:36} "
@@ -59,6 +61,9 @@ def seed_demo(*, only_if_empty: bool = False) -> list[str] | None:
     for hook in extend:
         hook(data)
     lines.append(f"password for every demo account: {password}")
+    lines.append("recovery codes (each works once, instead of an authenticator code):")
+    for email, codes in recovery.items():
+        lines.append(f"  {email:28} {' '.join(codes)}")
     return lines
 
 

@@ -3,6 +3,7 @@ and member management (clearance, role, disabling) with who may do what."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -398,3 +399,46 @@ def test_audit_log_page_for_admins(admin_client):
     assert page.status_code == 200 and "login" in text(page)
     verified = admin_client.get("/admin/audit?verify=1")
     assert "Chain intact" in text(verified)
+
+
+def test_audit_log_filters_and_readable_details(app, admin, admin_client):
+    """Filters by actor (e-mail, user name or #id), action, target and day; details are a
+    key/value list, not raw JSON."""
+    from datetime import timedelta
+
+    from app import audit
+    from app.db import utcnow
+
+    other = make_user(make_org("filterorg"), name="filterer")
+    audit.record("token_created", actor=other, target_type="api_token", target_id="77",
+                 name="ci token", scopes=["read"])
+    audit.record("org_renewed", actor="system", target_type="org", target_id="filterorg")
+    db.commit()
+
+    def rows(query: str) -> list[str]:
+        page = admin_client.get("/admin/audit" + query)
+        assert page.status_code == 200, query
+        return re.findall(r'<span class="action">([^<]+)</span>', page.text)
+
+    assert rows("?actor=filterer") == ["token created"]
+    assert rows(f"?actor=%23{other.id}") == ["token created"]
+    assert rows(f"?actor={other.email.upper()}") == ["token created"]
+    assert rows("?actor=system") == ["org renewed"]
+    assert rows("?actor=nobody-here") == []
+    assert rows("?action=token_created") == ["token created"]
+    assert rows("?target_type=api_token&target_id=77") == ["token created"]
+    assert rows("?target_type=org&target_id=nothing") == []
+    today = utcnow().date()
+    assert "token created" in rows(f"?since={today.isoformat()}&until={today.isoformat()}")
+    assert rows(f"?until={(today - timedelta(days=1)).isoformat()}") == []
+    refused = admin_client.get("/admin/audit?since=yesterday")
+    assert refused.status_code == 200 and "A date is written YYYY-MM-DD." in refused.text
+    page = admin_client.get("/admin/audit?action=token_created").text
+    assert "<dt>scopes</dt>" in page and "<dt>name</dt><dd>ci token</dd>" in page
+    assert '{"name"' not in page  # not the raw JSON object
+    # the pager keeps the filters
+    for _ in range(30):
+        audit.record("token_created", actor=other, target_type="api_token", target_id="78")
+    db.commit()
+    page = admin_client.get("/admin/audit?actor=filterer").text
+    assert "actor=filterer" in re.search(r'<a rel="next" href="([^"]+)"', page).group(1)

@@ -9,7 +9,7 @@ from flask_login import current_user
 from sqlalchemy import func, select
 from wtforms.fields.choices import SelectChoice
 
-from app import audit, audit_view, state
+from app import audit, audit_filters, audit_view, state
 from app.auth import service as users
 from app.auth.forms import EmptyForm, InviteForm, UserEditForm
 from app.auth.models import Invitation, Role, User
@@ -175,16 +175,13 @@ def user_passkeys_reset(user_id: int) -> Any:
 @bp.get("/audit")
 @role_required(Role.ADMIN)
 def audit_log() -> Any:
-    query = select(audit.AuditEntry).order_by(audit.AuditEntry.seq.desc())
-    action = request.args.get("action", "").strip()
-    if action:
-        query = query.where(audit.AuditEntry.action == action)
-    actions = db.scalars(select(audit.AuditEntry.action).group_by(audit.AuditEntry.action)
-                         .order_by(audit.AuditEntry.action)).all()
+    filters = audit_filters.parse(request.args)
+    query = audit_filters.apply(select(audit.AuditEntry).order_by(audit.AuditEntry.seq.desc()),
+                                filters)
+    actions, target_types = audit_filters.choices()
     total = db.scalar(select(func.count()).select_from(audit.AuditEntry))
     page = paginate(query, request.args)
     page.items = audit_view.shown_page(current_user, page.items)  # what this admin may see
-    return render_template("admin/audit.html", page=page,
-                           actions=actions, action=action, total=total,
-                           verify=audit.verify_chain() if request.args.get("verify") else None,
-                           details=lambda e: e.details_text)
+    return render_template("admin/audit.html", page=page, filters=filters,
+                           actions=actions, target_types=target_types, total=total,
+                           verify=audit.verify_chain() if request.args.get("verify") else None)

@@ -31,14 +31,18 @@ FINDINGS: list[tuple[str, str, str, str, list[str], str, str, list[tuple[str, st
      "We trained 12 seeds of a two-layer attention-only model.\n\n"
      "* the phase change happens between steps 1,300 and 1,700\n"
      "* the previous-token head in layer 0 forms first\n\n"
-     "Plots and configs are in the attached notebook. Feedback welcome, @nina.",
+     "![Loss around the phase change, 12 seeds](attachment:phase-change.png)\n\n"
+     "Plots and configs are in the attached notebook (`induction-heads.ipynb`). "
+     "Feedback welcome, @nina.",
      [("nina@northlight.example", "Same on our side with 8 seeds; the timing moves with "
                                   "the learning-rate warm-up."),
       ("rex@opencircuits.example", "Did you try removing positional embeddings?")]),
     ("sycophancy", "nina@northlight.example", "network", "evaluations", [],
      "A cheap evaluation for sycophancy drift during fine-tuning",
-     "A 200-prompt set where the user states a wrong belief first. We score agreement "
-     "rate at each checkpoint.\n\n```python\nscore = agree / total\n```",
+     "A 200-prompt set where the user states a wrong belief first. We score the agreement "
+     "rate $r_t$ at each checkpoint $t$ and report the drift\n\n"
+     "$$\\Delta = \\frac{1}{T}\\sum_{t=1}^{T} (r_t - r_0)$$\n\n"
+     "```python\nscore = agree / total\n```",
      [("carol@northlight.example", "Useful. @mia, could this run in your eval harness?")]),
     ("refusal", "omar@meridian.example", "restricted", "steering", [],
      "The refusal direction transfers across model sizes",
@@ -108,3 +112,69 @@ def seed_findings(data: dict[str, Any]) -> None:
                                       "Off topic: is anyone selling spare GPUs?")
         service.set_reply_hidden(admin, rex_reply, True, "Off topic; kept for the record.")
         service.set_locked(admin, made["synthesis"], True)
+        _attach_demo_files(_user("mia@opencircuits.example"), made["induction"].id)
+
+
+def phase_change_png() -> bytes:
+    """A small loss curve (PNG) drawn with Pillow: the demo's inline figure."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    width, height = 480, 240
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.line([(40, 10), (40, height - 30), (width - 10, height - 30)], fill="#59636e", width=2)
+    points = []
+    for x in range(0, 420, 4):
+        step = x / 420 * 3000
+        loss = 3.2 - 0.9 / (1 + 2.718 ** (-(step - 1500) / 120)) - step / 6000
+        points.append((40 + x, int(10 + (3.4 - loss) / 2.4 * (height - 40))))
+    draw.line(points, fill="#1f4e8c", width=3)
+    draw.line([(40 + 210, 10), (40 + 210, height - 30)], fill="#9a5b00", width=1)
+    draw.text((46, height - 24), "step 0", fill="#1b1f24")
+    draw.text((220, height - 24), "1,500", fill="#1b1f24")
+    draw.text((width - 70, height - 24), "3,000", fill="#1b1f24")
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def induction_notebook(figure: bytes) -> bytes:
+    """The notebook finding #1 talks about: markdown, code, a table and a plot output."""
+    import base64
+    import json
+
+    cells = [
+        {"cell_type": "markdown", "metadata": {}, "source": [
+            "# Induction heads: when do they form?\n",
+            "Twelve seeds of a two-layer attention-only model; the phase change is where the "
+            "in-context loss drops."]},
+        {"cell_type": "code", "execution_count": 1, "metadata": {}, "source": [
+            "import numpy as np\n", "steps = np.array([1310, 1420, 1480, 1530, 1600, 1690])\n",
+            "steps.mean(), steps.std()"],
+         "outputs": [{"output_type": "execute_result", "execution_count": 1, "metadata": {},
+                      "data": {"text/plain": ["(1505.0, 124.3)"]}}]},
+        {"cell_type": "code", "execution_count": 2, "metadata": {},
+         "source": ["plot_loss(runs)  # in-context loss, all seeds"],
+         "outputs": [{"output_type": "display_data", "metadata": {},
+                      "data": {"image/png": base64.b64encode(figure).decode(),
+                               "text/plain": ["<Figure size 480x240>"]}}]},
+    ]
+    notebook = {"cells": cells, "metadata": {"kernelspec": {
+        "name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"}}, "nbformat": 4, "nbformat_minor": 5}
+    return json.dumps(notebook, indent=1).encode()
+
+
+def _attach_demo_files(author: User, finding_id: int) -> None:
+    import io
+
+    from app.attachments import service as attachments
+
+    figure = phase_change_png()
+    for name, data, kind in (("phase-change.png", figure, "image/png"),
+                             ("induction-heads.ipynb", induction_notebook(figure),
+                              "application/x-ipynb+json")):
+        attachments.upload(author, finding_id, filename=name, stream=io.BytesIO(data),
+                           content_length=len(data), content_type=kind)

@@ -7,7 +7,6 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from app import disclosure
 from app.auth.forms import EmptyForm
 from app.findings.service import highest_level
 from app.notifications import service
@@ -21,10 +20,8 @@ bp = Blueprint("notifications", __name__, template_folder="templates",
 @member_required
 def index() -> Any:
     page = service.list_for(current_user, request.args)
-    rule = disclosure.For(current_user)  # whose names this reader may learn, now
-
     def describe(note: Any, finding: Any) -> str:
-        return service.describe(note, finding, rule)
+        return service.describe(note, finding, current_user)
 
     return render_template("notifications/index.html", page=page, describe=describe,
                            form=EmptyForm(),

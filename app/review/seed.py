@@ -11,7 +11,7 @@ from app import access
 from app.auth.service import get_user_by_email
 from app.db import db
 from app.findings import service as findings
-from app.findings.models import Category
+from app.findings.models import Category, Finding
 from app.notifications import service as notify
 from app.review import flags, pins, service
 
@@ -63,6 +63,36 @@ def seed_review(data: dict[str, Any]) -> None:
         flags.create_flag(mia, open_finding.id,
                           reason="The linear map is enough to reproduce the steering attack.",
                           suggested_level="restricted")
+        _released(admin)
+
+
+RELEASED_BODY = r"""A 200-prompt evaluation where the user states a wrong belief first. We score the
+agreement rate $r_t$ at each fine-tuning checkpoint $t$ and report its drift
+
+$$\Delta = \frac{1}{T}\sum_{t=1}^{T} (r_t - r_0)$$
+
+Across three fine-tuning runs the drift was positive in all of them, largest in the run
+with the most preference data.
+"""
+
+
+def _released(admin: Any) -> None:
+    """Nina's evaluation, approved by reviewers of two other organizations (Meridian and
+    Open Circuits) and released by the admin: /public and the feed are not empty."""
+    nina = _user("nina@northlight.example")
+    finding = db.scalar(select(Finding).where(Finding.author_id == nina.id)
+                        .order_by(Finding.id).limit(1))
+    if finding is None:
+        return
+    req = service.create_publication(
+        nina, finding.id, public_title="A cheap evaluation for sycophancy drift",
+        public_body=RELEASED_BODY,
+        note="Safe to share: no model details.")
+    scores = {key: 0 for key in _rubric_keys()}
+    for reviewer in ("rita@meridian.example", "rex@opencircuits.example"):
+        service.add_review(_user(reviewer), req, seen=pins.current(req), decision="approve",
+                           risk="low", scores=scores, comment="Nothing sensitive.")
+    service.release(admin, req, seen=pins.current(req))
 
 
 def _rubric_keys() -> list[str]:

@@ -122,7 +122,7 @@ def test_publish_review_escalate_release_in_the_browser(browser, live_server, ap
     # not releasable: the button is shown unavailable, with the reasons
     assert apage.get_by_role("button", name="Release to the public").is_disabled()
     assert "blocks it until an administrator escalates" in apage.locator(
-        "#release-unavailable").inner_text()
+        "#release-problems").inner_text()
     apage.get_by_label("Escalate: why may it go ahead").fill(
         "The heads are named in a public paper; the public text adds nothing operational.")
     apage.get_by_role("button", name="Escalate").click()

@@ -70,6 +70,8 @@ class Subject:
     #: the time the rule is judged at: one instant for the whole request
     now: datetime = field(default_factory=clock.now)
     passkey: bool = False
+    #: the request came with an API token: only levels whose policy allows tokens
+    token: bool = False
 
 
 #: Proofs (``auth_proof``) that count as a second factor. "operator" (a token made on the
@@ -132,6 +134,7 @@ def subject_for(user: Any) -> Subject | None:
         clearance_expires_at=getattr(user, "clearance_expires_at", None),
         org_vetted_at=getattr(user.org, "vetted_at", None),
         now=clock.now(),
+        token=bool(getattr(user, "auth_token", False)),
     )
     setattr(user, _CACHE_ATTR, (key, subject))
     return subject
@@ -151,11 +154,14 @@ def _factors(user: Any) -> tuple[bool, bool]:
     return proof in SECOND_FACTOR_PROOFS and totp, False
 
 
-def assume_proof(user: Any, proof: str | None) -> None:
+def assume_proof(user: Any, proof: str | None, *, token: bool = False) -> None:
     """Record how ``user`` proved who they are for this request ("password", "totp",
-    "recovery_code", "passkey", "operator"); the rule reads it (module docstring)."""
+    "recovery_code", "passkey", "operator"), and whether through an API token (which
+    reads only levels whose policy has ``api_tokens``); the rule reads it (module
+    docstring). A token's proof is the fresh proof its maker gave when making it."""
     if user is not None:
         user.auth_proof = proof
+        user.auth_token = token
         forget(user)
 
 
@@ -285,6 +291,7 @@ def readable_levels(user: Any, policy: Policy | None = None) -> set[str]:
         level.key
         for level in policy.levels_up_to(ceiling)
         if (s.mfa or not level.mfa) and (s.passkey or not level.needs_passkey)
+        and (level.api_tokens or not s.token)
         and not missing_ndas(s, level.key, policy)
     }
 

@@ -53,6 +53,12 @@ def init_cmd() -> None:
     policy = current_app.extensions["enclave.policy"]
     click.echo(f"database: {before or 'empty'} -> {after}")
     _encrypt_content()
+    from app import audit
+
+    older = audit.ensure_keyed_head()
+    if older:
+        click.echo(f"audit log: {older} entries from before the keyed chain, linked from "
+                   "the first keyed entry; run `enclave audit checkpoint` and keep the file")
     click.echo(f"policy: {len(policy.levels)} levels ({', '.join(policy.level_keys())}), "
                f"{len(policy.ndas)} NDAs, quorum {policy.review.quorum}")
 
@@ -414,14 +420,21 @@ enclave.add_command(token_group)
 @token_group.command("create")
 @click.argument("email")
 @click.option("--name", default="cli", show_default=True)
+@click.option("--scope", "scopes", multiple=True,
+              type=click.Choice(["read", "write", "review", "admin"]),
+              help="What it may do (repeat; default: read). Never beyond the user's role.")
+@click.option("--expires-days", "days", type=int, default=None,
+              help="Lifetime in days (default and maximum from the policy).")
 @service_command
-def token_create(email: str, name: str) -> None:
+def token_create(email: str, name: str, scopes: tuple[str, ...], days: int | None) -> None:
     """Print a new API token, alone on the last line (shown once, stored hashed)."""
     from app.auth import service
 
     user = _get_user(email)
-    token, plaintext = service.create_token(user, name, actor="cli", proof="operator")
-    click.echo(f"token {token.prefix}... for {user.email} ({token.name}); it is shown once:")
+    token, plaintext = service.create_token(user, name, actor="cli", proof="operator",
+                                            scopes=list(scopes) or ["read"], days=days)
+    click.echo(f"token {token.prefix}... for {user.email} ({token.name}; {token.scopes}; "
+               f"expires {token.expires_at:%Y-%m-%d %H:%M} UTC); it is shown once:")
     click.echo(plaintext)
 
 
@@ -430,15 +443,51 @@ enclave.add_command(audit_group)
 
 
 @audit_group.command("verify")
+@click.option("--checkpoints", "checkpoint_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A file of signed checkpoints (as `audit checkpoint` writes them) to "
+                   "check against the log; may be given more than once.")
 @service_command
-def audit_verify() -> None:
+def audit_verify(checkpoint_files: tuple[Path, ...]) -> None:
+    """Check the keyed hash chain, then every checkpoint given."""
+    from app import audit_checkpoints
     from app.audit import verify_chain
 
     result = verify_chain()
     if not result.ok:
         fail(f"audit chain broken at entry #{result.broken_seq}: {result.reason} "
              f"({result.checked} entries verified before it)")
-    click.echo(f"audit chain ok: {result.checked} entries")
+    older = (f" ({result.legacy} from before the chain was keyed, vouched for by the "
+             "first keyed entry)") if result.legacy else ""
+    click.echo(f"audit chain ok: {result.checked} entries{older}")
+    if not checkpoint_files:
+        return
+    try:
+        given = [cp for path in checkpoint_files for cp in audit_checkpoints.load(path)]
+    except audit_checkpoints.CheckpointError as exc:
+        fail(str(exc))
+    checked = audit_checkpoints.verify_checkpoints(given)
+    if not checked.ok:
+        fail(f"audit checkpoint refused: {checked.reason}")
+    click.echo(f"{checked.checked} checkpoint(s) ok, the newest at entry "
+               f"#{checked.newest_seq}")
+
+
+@audit_group.command("checkpoint")
+@click.option("--file", "path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Append to this file (default: ENCLAVE_AUDIT_CHECKPOINT_FILE).")
+@service_command
+def audit_checkpoint(path: Path | None) -> None:
+    """Sign the audit chain's head with the keyring's Ed25519 key; append it to the
+    checkpoint file and the log (keep a copy elsewhere)."""
+    import json
+
+    from app import audit_checkpoints
+    from app.db import db
+
+    cp, written = audit_checkpoints.checkpoint_now(db(), path)
+    click.echo(f"checkpoint of entry #{cp['seq']} appended to {written}")
+    click.echo(json.dumps(cp, sort_keys=True))
 
 
 # ------------------------------------------------------------------ keys, storage

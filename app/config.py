@@ -95,6 +95,10 @@ class Settings:
     #: uploads one user may stream at once (the nginx front does not buffer them)
     uploads_per_user: int = 2
     json_logs: bool = False
+    #: sign the audit chain's head every this many entries (0: only on demand)
+    audit_checkpoint_every: int = 1000
+    #: where signed audit checkpoints are appended (default: the instance folder)
+    audit_checkpoint_file: Path | None = None
     #: failed sign-ins per account from addresses it never signed in from (all of them)
     login_account_limit: str = "20 per hour;50 per day"
     generated: list[str] = field(default_factory=list)
@@ -147,6 +151,9 @@ def load_settings(overrides: dict[str, object] | None = None) -> Settings:
         "json_logs": _env_bool("LOG_JSON", env == "production"),
         "metrics_token": _env("METRICS_TOKEN"),
         "uploads_per_user": _env_int("UPLOADS_PER_USER", 2),
+        "audit_checkpoint_every": _env_int("AUDIT_CHECKPOINT_EVERY", 1000),
+        "audit_checkpoint_file": (Path(checkpoints) if (checkpoints := _env(
+            "AUDIT_CHECKPOINT_FILE")) else None),  # default: in the instance folder
     }
     explicit = {name for name in ("BASE_URL", "PROXY_COUNT") if _env(name) is not None}
     if overrides:
@@ -185,6 +192,10 @@ def _validate(settings: Settings) -> None:
                             "writable by group or others: chmod 600 it")
         if problems:
             raise ConfigError("production settings refused: " + "; ".join(problems))
+    if settings.audit_checkpoint_every < 0:
+        raise ConfigError("ENCLAVE_AUDIT_CHECKPOINT_EVERY must be 0 (off) or more")
+    if settings.audit_checkpoint_file is None:
+        settings.audit_checkpoint_file = settings.instance_path / "audit-checkpoints.jsonl"
     if not 1 <= settings.uploads_per_user <= 100:
         raise ConfigError("ENCLAVE_UPLOADS_PER_USER must be between 1 and 100")
     if settings.proxy_count < 0:

@@ -86,44 +86,64 @@ def review_part(actor: Any) -> Part:
     return Part.ADMIN if getattr(actor, "is_admin", False) else Part.REVIEWER
 
 
-def may_learn(viewer: Any, actor_id: int | None, part: Part, finding: Finding, *,
-              owners: Iterable[int] = ()) -> bool:
-    """May ``viewer`` learn that the user ``actor_id`` played ``part`` on ``finding``?
+class For:
+    """The rule for one viewer, remembering per finding what does not depend on the actor
+    (can they read it, may they learn review names), so a page naming many people costs a
+    few queries, not a few per person. Make one per page or answer and drop it after: a
+    conflict declared later must count."""
 
-    ``owners`` are the users whose item it is besides the finding's author (the flagger of
-    a flag, the requester of a request, the recipient of a review notification)."""
-    if actor_id is None or part is Part.SYSTEM or not _authenticated(viewer):
-        return False
-    if viewer.id == actor_id:
-        return True
-    if not access.can_read(viewer, finding):
-        return False
-    if part in _OPEN_PARTS:
-        return True
-    if part is Part.REQUESTER and actor_id == finding.author_id:
-        return True
-    owner_ids = set(owners)
-    if is_admin(viewer) or is_eligible_reviewer(viewer, finding, owner_ids):
-        return True
-    anonymous = state.policy().review.anonymous_reviewers
-    return not anonymous and viewer.id in owner_ids | {finding.author_id}
+    def __init__(self, viewer: Any) -> None:
+        self.viewer = viewer
+        self._reads: dict[int, bool] = {}
+        self._names: dict[tuple[int, frozenset[int]], bool] = {}
 
+    @classmethod
+    def of(cls, viewer: Any) -> For:
+        return viewer if isinstance(viewer, For) else cls(viewer)
 
-def label(viewer: Any, actor: Any, part: Part, finding: Finding, *,
-          owners: Iterable[int] = (), pseudonym: str | None = None) -> str:
-    """The actor's display name when ``viewer`` may learn it, else ``pseudonym`` (e.g.
-    "Reviewer 1") or the role ("a reviewer")."""
-    if actor is not None and may_learn(viewer, actor.id, part, finding, owners=owners):
-        return str(actor.display_name)
-    return pseudonym or ROLE_LABELS[part]
+    def can_read(self, finding: Finding) -> bool:
+        if finding.id not in self._reads:
+            self._reads[finding.id] = access.can_read(self.viewer, finding)
+        return self._reads[finding.id]
 
+    def _review_names(self, finding: Finding, owners: frozenset[int]) -> bool:
+        key = (finding.id, owners)
+        if key not in self._names:
+            viewer = self.viewer
+            allowed = is_admin(viewer) or is_eligible_reviewer(viewer, finding, owners)
+            if not allowed and not state.policy().review.anonymous_reviewers:
+                allowed = viewer.id in owners | {finding.author_id}
+            self._names[key] = allowed
+        return self._names[key]
 
-def username(viewer: Any, actor: Any, part: Part, finding: Finding, *,
-             owners: Iterable[int] = ()) -> str | None:
-    """The actor's username when ``viewer`` may learn it (for API bodies), else None."""
-    if actor is not None and may_learn(viewer, actor.id, part, finding, owners=owners):
-        return str(actor.username)
-    return None
+    def may_learn(self, actor_id: int | None, part: Part, finding: Finding, *,
+                  owners: Iterable[int] = ()) -> bool:
+        """May the viewer learn that the user ``actor_id`` played ``part`` on ``finding``?
+
+        ``owners`` are the users whose item it is besides the finding's author (the
+        flagger of a flag, the requester of a request, the recipient of a review
+        notification)."""
+        viewer = self.viewer
+        if actor_id is None or part is Part.SYSTEM or not _authenticated(viewer):
+            return False
+        if viewer.id == actor_id:
+            return True
+        if not self.can_read(finding):
+            return False
+        if part in _OPEN_PARTS:
+            return True
+        if part is Part.REQUESTER and actor_id == finding.author_id:
+            return True
+        return self._review_names(finding, frozenset(owners))
+
+    def person(self, actor: Any, part: Part, finding: Finding, *,
+               owners: Iterable[int] = (), pseudonym: str | None = None) -> Person:
+        """``actor`` as the viewer may see them (see the module's rule)."""
+        if actor is None:
+            return Person(ROLE_LABELS[Part.SYSTEM])
+        if self.may_learn(actor.id, part, finding, owners=owners):
+            return Person(actor.display_name, actor.username, actor.org.name, actor.id)
+        return Person(pseudonym or ROLE_LABELS[part])
 
 
 @dataclass(frozen=True)
@@ -141,14 +161,32 @@ class Person:
         return self.username is not None
 
 
+def may_learn(viewer: Any, actor_id: int | None, part: Part, finding: Finding, *,
+              owners: Iterable[int] = ()) -> bool:
+    """May ``viewer`` (a user, or a :class:`For`) learn that ``actor_id`` played ``part``
+    on ``finding``?"""
+    return For.of(viewer).may_learn(actor_id, part, finding, owners=owners)
+
+
 def person(viewer: Any, actor: Any, part: Part, finding: Finding, *,
            owners: Iterable[int] = (), pseudonym: str | None = None) -> Person:
-    """``actor`` as ``viewer`` may see them (see the module's rule)."""
+    """``actor`` as ``viewer`` (a user, or a :class:`For`) may see them."""
+    return For.of(viewer).person(actor, part, finding, owners=owners, pseudonym=pseudonym)
+
+
+def label(viewer: Any, actor: Any, part: Part, finding: Finding, *,
+          owners: Iterable[int] = (), pseudonym: str | None = None) -> str:
+    """The actor's display name when ``viewer`` may learn it, else ``pseudonym`` (e.g.
+    "Reviewer 1") or the role ("a reviewer")."""
     if actor is None:
-        return Person(ROLE_LABELS[Part.SYSTEM])
-    if may_learn(viewer, actor.id, part, finding, owners=owners):
-        return Person(actor.display_name, actor.username, actor.org.name, actor.id)
-    return Person(pseudonym or ROLE_LABELS[part])
+        return pseudonym or ROLE_LABELS[part]
+    return person(viewer, actor, part, finding, owners=owners, pseudonym=pseudonym).label
+
+
+def username(viewer: Any, actor: Any, part: Part, finding: Finding, *,
+             owners: Iterable[int] = ()) -> str | None:
+    """The actor's username when ``viewer`` may learn it (for API bodies), else None."""
+    return person(viewer, actor, part, finding, owners=owners).username
 
 
 # ---------------------------------------------------------------- parts of common rows
@@ -157,6 +195,7 @@ def person(viewer: Any, actor: Any, part: Part, finding: Finding, *,
 def flag_people(viewer: Any, flag: Any) -> tuple[Person, Person | None]:
     """(flagger, resolver or None) of a dual-use flag as ``viewer`` may see them."""
     owners = [flag.flagger_id]
+    viewer = For.of(viewer)
     flagger = person(viewer, flag.flagger, Part.FLAGGER, flag.finding, owners=owners)
     resolver = None
     if flag.resolved_by is not None:
@@ -206,5 +245,5 @@ def notification_actor(viewer: Any, note: Any, finding: Finding) -> tuple[str | 
     if note.actor is None:
         return None, ""
     part, owners = notification_part(note, finding)
-    name = username(viewer, note.actor, part, finding, owners=owners)
-    return name, label(viewer, note.actor, part, finding, owners=owners)
+    who = person(viewer, note.actor, part, finding, owners=owners)
+    return who.username, who.label

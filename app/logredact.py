@@ -46,3 +46,27 @@ def install(*names: str) -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactingFilter) for f in logger.filters):
             logger.addFilter(RedactingFilter())
+
+
+def describe_mail_error(exc: BaseException) -> str:
+    """A failed e-mail for the log, without addresses: SMTP servers echo the refused
+    recipient (``550 5.1.1 <ann@acme.example>: Recipient address rejected``) and
+    smtplib puts it in the exception; GnuPG errors can name key user ids."""
+    import smtplib
+
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = sorted({code for code, _ in exc.recipients.values()})
+        return (f"SMTPRecipientsRefused: {len(exc.recipients)} recipient(s) refused "
+                f"(SMTP {', '.join(map(str, codes))})")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{type(exc).__name__}: SMTP {exc.smtp_code}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__}: {exc.strerror}"
+    return type(exc).__name__
+
+
+def frames(exc: BaseException) -> str:
+    """Where ``exc`` was raised (the traceback's frames), without its message."""
+    import traceback
+
+    return "".join(traceback.format_tb(exc.__traceback__)).rstrip()

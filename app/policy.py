@@ -91,6 +91,10 @@ _TOML_POSITION_RE = re.compile(r"\(at line (\d+), column (\d+)\)")
 _UTF8_BOM = b"\xef\xbb\xbf"
 
 _LEVELS_TOP_FIELDS = ("max_attachment_mb", "user_quota_mb", "levels")
+#: Optional top-level fields of levels.toml: API tokens' lifetime in days
+_LEVELS_TOP_OPTIONAL = ("token_default_days", "token_max_days")
+TOKEN_DEFAULT_DAYS = 30
+TOKEN_MAX_DAYS = 90
 _LEVEL_FIELDS = (
     "key",
     "label",
@@ -103,7 +107,7 @@ _LEVEL_FIELDS = (
     "max_attachment_mb",
 )
 #: Optional level fields (traceability and expiry), with the value an absent field means.
-_LEVEL_OPTIONAL_FIELDS = ("downloads", "watermark", "renew_days", "revet_days")
+_LEVEL_OPTIONAL_FIELDS = ("downloads", "watermark", "renew_days", "revet_days", "api_tokens")
 #: What a level lets readers take away, least strict first: the file as uploaded, a
 #: per-reader stamped copy, or nothing (view in the page only).
 DOWNLOAD_MODES = ("original", "stamped", "view-only")
@@ -165,6 +169,9 @@ class Level:
     #: an organization's trust up to this level lapses this many days after an admin
     #: last vetted it (0: never)
     revet_days: int = 0
+    #: API tokens may read this level (for a level with ``mfa``: only tokens made with a
+    #: fresh second-factor proof, see app/access.py)
+    api_tokens: bool = True
 
     @property
     def stamped(self) -> bool:
@@ -272,6 +279,10 @@ class Policy:
     _by_key: dict[str, Level] = field(
         init=False, repr=False, compare=False, hash=False, default_factory=dict
     )
+    #: an API token lives this many days unless its maker asks for fewer or more ...
+    token_default_days: int = TOKEN_DEFAULT_DAYS
+    #: ... and never more than this many
+    token_max_days: int = TOKEN_MAX_DAYS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_key", {level.key: level for level in self.levels})
@@ -353,8 +364,10 @@ def load_policy(directory: Path | str | None = None) -> Policy:
     user_quota_mb: int | None = None
     levels_file = _File(_label(root, LEVELS_FILE), errors)
     levels_doc = levels_file.read_toml(root / LEVELS_FILE)
+    token_days = (TOKEN_DEFAULT_DAYS, TOKEN_MAX_DAYS)
     if levels_doc is not None:
         levels, max_attachment_mb, user_quota_mb = _parse_levels(levels_file, levels_doc, nda_keys)
+        token_days = _parse_token_days(levels_file, levels_doc)
 
     review: ReviewPolicy | None = None
     review_file = _File(_label(root, REVIEW_FILE), errors)
@@ -373,7 +386,21 @@ def load_policy(directory: Path | str | None = None) -> Policy:
         max_attachment_mb=max_attachment_mb,
         user_quota_mb=user_quota_mb,
         source_dir=root,
+        token_default_days=token_days[0],
+        token_max_days=token_days[1],
     )
+
+
+def _parse_token_days(file: _File, doc: dict[str, Any]) -> tuple[int, int]:
+    default = file.integer(doc, "token_default_days", "", minimum=1,
+                           default=TOKEN_DEFAULT_DAYS)
+    maximum = file.integer(doc, "token_max_days", "", minimum=1, default=TOKEN_MAX_DAYS)
+    if default is None or maximum is None:
+        return TOKEN_DEFAULT_DAYS, TOKEN_MAX_DAYS
+    if default > maximum:
+        file.error("token_default_days",
+                   f"must be <= token_max_days ({maximum}) (got {default})")
+    return default, maximum
 
 
 def _label(root: Path, relative: str) -> str:
@@ -657,7 +684,7 @@ def _parse_nda(file: _File, key: str, path: Path) -> Nda | None:
 def _parse_levels(
     file: _File, doc: dict[str, Any], nda_keys: set[str] | None
 ) -> tuple[tuple[Level, ...] | None, int | None, int | None]:
-    file.fields(doc, "", _LEVELS_TOP_FIELDS)
+    file.fields(doc, "", _LEVELS_TOP_FIELDS, optional=_LEVELS_TOP_OPTIONAL)
     global_max = file.integer(doc, "max_attachment_mb", "", minimum=1)
     quota = file.integer(doc, "user_quota_mb", "", minimum=1)
     if global_max is not None and quota is not None and quota < global_max:
@@ -744,6 +771,7 @@ def _parse_levels(
         watermark = file.boolean(table, "watermark", path, default=False)
         renew_days = file.integer(table, "renew_days", path, minimum=0, default=0)
         revet_days = file.integer(table, "revet_days", path, minimum=0, default=0)
+        api_tokens = file.boolean(table, "api_tokens", path, default=True)
         if key == PUBLIC_LEVEL:
             for name, value, plain in (("downloads", downloads, "original"),
                                        ("watermark", watermark, False),
@@ -758,7 +786,7 @@ def _parse_levels(
                     watermark = None if name == "watermark" else watermark
 
         values = (key, label, colour, description, ndas, mfa, requires_compartment, attachments,
-                  downloads, watermark, renew_days, revet_days)
+                  downloads, watermark, renew_days, revet_days, api_tokens)
         if any(value is None for value in values) or max_mb is None:
             levels.append(None)
             continue
@@ -783,6 +811,7 @@ def _parse_levels(
                 watermark=watermark,
                 renew_days=renew_days,
                 revet_days=revet_days,
+                api_tokens=bool(api_tokens),
             )
         )
 

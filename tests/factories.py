@@ -178,12 +178,14 @@ def post_form(client: FlaskClient, url: str, data: dict[str, Any], *,
 
 @pytest.fixture
 def api_token():  # type: ignore[no-untyped-def]
-    from app.auth.service import create_token
+    from app.auth.service import allowed_scopes, create_token
 
     def make(user: User) -> dict[str, str]:
-        # as `enclave token create` makes it (the proof behind web-made tokens is tested
-        # in test_passkeys)
-        _, plaintext = create_token(user, "test", proof="operator")
+        # as `enclave token create --scope ...` makes it, with every scope the owner's
+        # role allows (the proof behind web-made tokens is tested in test_passkeys, the
+        # scopes in test_api_tokens)
+        _, plaintext = create_token(user, "test", proof="operator",
+                                    scopes=allowed_scopes(user))
         return {"Authorization": f"Bearer {plaintext}"}
 
     return make

@@ -7,7 +7,7 @@ def test_finding_json_lists_its_attachments(app, client):
 
     user = make_user(make_org())
     finding = make_finding(user, level="restricted")
-    _, token = create_token(user, "t")
+    _, token = create_token(user, "t", scopes=["read", "write"])
     headers = {"Authorization": f"Bearer {token}"}
     up = client.post(f"/api/v1/findings/{finding.id}/attachments?filename=notes.txt",
                      data=b"hello attachments", headers=headers)

@@ -303,3 +303,52 @@ def test_slow_clients_do_not_starve_the_app_behind_the_documented_nginx(front, a
         text = log.read_text(errors="replace")
         assert "/reset/[redacted]" in text, log.name
         assert token not in text and "secretword" not in text, log.name
+
+
+def test_the_documented_site_file_is_valid_nginx(tmp_path):
+    """deploy/nginx/enclave.conf as shipped (TLS, HTTP/2, the redirect) passes `nginx -t`
+    once its paths point at this checkout and a throwaway certificate."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "enclave.example.org")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "fullchain.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "privkey.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    site = (REPO / "deploy/nginx/enclave.conf").read_text()
+    for shipped, here in (("/etc/nginx/enclave/", f"{REPO}/deploy/nginx/"),
+                          ("/etc/ssl/enclave/", f"{tmp_path}/"),
+                          ("/var/log/nginx/", f"{tmp_path}/")):
+        assert shipped in site, shipped
+        site = site.replace(shipped, here)
+    (tmp_path / "site.conf").write_text(site)
+    user = "user root root;\n" if os.geteuid() == 0 else ""
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(f"""{user}pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/error.log;
+events {{ }}
+http {{
+    client_body_temp_path {tmp_path}/client_body;
+    proxy_temp_path {tmp_path}/proxy;
+    fastcgi_temp_path {tmp_path}/fastcgi;
+    uwsgi_temp_path {tmp_path}/uwsgi;
+    scgi_temp_path {tmp_path}/scgi;
+    include {tmp_path}/site.conf;
+}}
+""")
+    checked = subprocess.run([str(NGINX), "-t", "-p", str(tmp_path), "-c", str(conf),
+                              "-e", str(tmp_path / "error.log")],
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert checked.returncode == 0, checked.stderr
+    assert "syntax is ok" in checked.stderr

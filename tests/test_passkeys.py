@@ -256,7 +256,8 @@ def test_tokens_carry_the_proof_of_the_session_that_made_them(client, app):
     for proof, kwargs in (("totp", {"code": totp_now(user)}), ("passkey", {})):
         browser = app.test_client()
         login(browser, user, **kwargs)
-        assert post_form(browser, "/account/tokens", {"name": proof}).status_code == 200
+        assert post_form(browser, "/account/tokens",
+                         {"name": proof, "scopes": "read"}).status_code == 200
     from app.auth.models import ApiToken
 
     rows = {t.name: t.proof for t in db.scalars(select(ApiToken))}

@@ -293,7 +293,8 @@ def test_postgresql_restarts_under_load(cluster: Cluster, tmp_path: Path) -> Non
                        for i in range(3)]
             readers = [make_user(org, mfa_on=False, name=f"reader{i}", clearance="network")
                        for i in range(3)]
-            tokens = [create_token(u, "restart")[1] for u in writers]
+            tokens = [create_token(u, "restart", scopes=["read", "write"])[1]
+                      for u in writers]
             seed = make_finding(writers[0], title="Seed finding", body="A body to search.")
             emails = [u.email for u in readers]
             seed_id = seed.id
@@ -383,16 +384,39 @@ def test_postgresql_restarts_under_load(cluster: Cluster, tmp_path: Path) -> Non
     _check_nothing_half_written(url, instance, ledger, seed_id)
 
 
+OPEN_ROWS = """
+import json, sys
+from sqlalchemy import select
+from app import create_app
+from app.db import db
+from app.findings.models import Finding, Reply
+with create_app().app_context():
+    findings = {f.id: [f.title, f.body] for f in db.scalars(
+        select(Finding).where(Finding.id != int(sys.argv[1])))}
+    replies = {r.id: [r.finding_id, r.body] for r in db.scalars(select(Reply))}
+print(json.dumps({"findings": findings, "replies": replies}))
+"""
+
+
+def _opened_rows(url: str, instance: Path, seed_id: int
+                 ) -> tuple[dict[int, list[Any]], dict[int, list[Any]]]:
+    """Titles and bodies as the app opens them with the server's keyring (the columns hold
+    ciphertext), from a process with the server's settings."""
+    env = server_env(url, instance, free_port())
+    done = subprocess.run([sys.executable, "-c", OPEN_ROWS, str(seed_id)], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    return ({int(k): v for k, v in rows["findings"].items()},
+            {int(k): v for k, v in rows["replies"].items()})
+
+
 def _check_nothing_half_written(url: str, instance: Path, ledger: Ledger, seed_id: int
                                 ) -> None:
+    findings, replies = _opened_rows(url, instance, seed_id)
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            findings = {row.id: row for row in conn.execute(text(
-                "SELECT id, title, body, reply_count FROM findings WHERE id <> :seed"),
-                {"seed": seed_id})}
-            replies = {row.id: row for row in conn.execute(text(
-                "SELECT id, finding_id, body FROM replies"))}
             created = {row.target_id for row in conn.execute(text(
                 "SELECT target_id FROM audit_log WHERE action = 'finding_created'"))}
             counts = {row.id: (row.reply_count, row.n) for row in conn.execute(text(
@@ -403,15 +427,15 @@ def _check_nothing_half_written(url: str, instance: Path, ledger: Ledger, seed_i
     assert ledger.findings and ledger.replies
     for fid, (title, body) in ledger.findings.items():
         assert fid in findings, f"acknowledged finding {fid} lost"
-        assert (findings[fid].title, findings[fid].body) == (title, body)
+        assert tuple(findings[fid]) == (title, body)
     for rid, (fid, body) in ledger.replies.items():
         assert rid in replies, f"acknowledged reply {rid} lost"
-        assert (replies[rid].finding_id, replies[rid].body) == (fid, body)
-    for fid, row in findings.items():
-        assert row.title.split(" ", 1)[0] in ledger.sent_markers, f"finding {fid} not sent"
+        assert tuple(replies[rid]) == (fid, body)
+    for fid, (title, _body) in findings.items():
+        assert title.split(" ", 1)[0] in ledger.sent_markers, f"finding {fid} not sent"
         assert str(fid) in created, f"finding {fid} without its audit entry"
-    for rid, row in replies.items():
-        assert row.body.removeprefix("Reply ") in ledger.sent_markers, f"reply {rid} not sent"
+    for rid, (_fid, body) in replies.items():
+        assert body.removeprefix("Reply ") in ledger.sent_markers, f"reply {rid} not sent"
     uneven = {fid: c for fid, c in counts.items() if c[0] != c[1]}
     assert not uneven, f"reply_count differs from the replies stored: {uneven}"
 

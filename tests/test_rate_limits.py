@@ -237,7 +237,7 @@ def api_search(client: FlaskClient, headers: dict[str, str], q: str = "anything"
 
 
 def bearer(user: User) -> dict[str, str]:
-    _, plaintext = users.create_token(user, "limits")
+    _, plaintext = users.create_token(user, "limits", scopes=["read", "write"])
     return {"Authorization": f"Bearer {plaintext}"}
 
 

@@ -93,7 +93,8 @@ def test_admin_actions_from_an_old_page_are_refused(app, client):
     old = {**pin_from(old_page.text), "csrf_token": csrf_from(old_page.text)}
     service.edit_request(w.author, req, public_body=DANGEROUS)
     before = _counts()
-    for action, data in (("escalate", {"reason": "Published already."}), ("release", {})):
+    for action, data in (("escalate", {"reason": "Published already."}),
+                         ("release", {"confirm": "yes"})):
         response = client.post(f"{url}/{action}", data={**old, **data})
         assert response.status_code == 409, action
         assert "Nothing was recorded" in response.text

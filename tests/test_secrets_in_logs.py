@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import socketserver
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -89,12 +90,43 @@ def fetch(url: str, data: bytes | None = None, headers: dict[str, str] | None = 
         return exc.code
 
 
+class RefusingSmtp(socketserver.StreamRequestHandler):
+    """A mail server that refuses every recipient, quoting the address (as Postfix
+    does: ``550 5.1.1 <address>: Recipient address rejected``)."""
+
+    def handle(self) -> None:
+        self.wfile.write(b"220 refusing ESMTP\r\n")
+        while line := self.rfile.readline():
+            verb = line[:4].upper()
+            if verb == b"RCPT":
+                address = line.split(b":", 1)[1].strip()
+                self.wfile.write(b"550 5.1.1 " + address + b": Recipient address rejected\r\n")
+            elif verb == b"QUIT":
+                self.wfile.write(b"221 bye\r\n")
+                return
+            else:
+                self.wfile.write(b"250 ok\r\n")
+
+
+@pytest.fixture
+def refusing_smtp() -> Iterator[int]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), RefusingSmtp)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def outbox_text(folder: Path) -> str:
     return "\n".join(p.read_text(errors="replace") for p in sorted(folder.glob("*.eml")))
 
 
 def test_no_log_line_carries_a_protected_value_or_a_token(app, captured, caplog, served,
-                                                          tmp_path, api_token):
+                                                          tmp_path, api_token,
+                                                          refusing_smtp, monkeypatch):
     hq = make_org("hq")
     acme = make_org("acme", domains=[f"{MARK}.example"])
     admin = make_user(hq, role="admin")
@@ -158,6 +190,13 @@ def test_no_log_line_carries_a_protected_value_or_a_token(app, captured, caplog,
         "password": NEW_PASSWORD, "confirm": NEW_PASSWORD, "csrf_token": csrf_from(form.text)})
     assert done.status_code == 302, done.text
 
+    # a mail server refusing the address (and quoting it)
+    monkeypatch.setattr(state.settings(), "smtp_url", f"smtp://127.0.0.1:{refusing_smtp}")
+    page = other.get("/forgot")
+    other.post("/forgot", data={"email": nova.email, "csrf_token": csrf_from(page.text)},
+               buffered=True)
+    monkeypatch.setattr(state.settings(), "smtp_url", None)
+
     # content: a finding with marked title and body, over the API with a marked file name
     make_category("circuits")
     author = make_user(acme, name=f"author{MARK}", clearance="confidential")
@@ -186,6 +225,7 @@ def test_no_log_line_carries_a_protected_value_or_a_token(app, captured, caplog,
     logged = captured.getvalue() + "\n" + caplog.text
     # the capture works: these were logged, only without the secrets
     assert "unhandled database error" in logged
+    assert "SMTPRecipientsRefused: 1 recipient(s) refused (SMTP 550)" in logged
     assert "SQL parameters hidden" in logged
     assert "/reset/[redacted]" in logged and "/invite/[redacted]" in logged
     assert "/findings/search?[redacted]" in logged

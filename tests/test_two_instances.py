@@ -202,7 +202,7 @@ class Site:
 
 def build_world(database_url: str, instance: Path) -> dict[str, Any]:
     """Migrate the private database, create the keyring, and the people of the tests."""
-    from app.auth.service import create_token
+    from app.auth.service import allowed_scopes, create_token
     from app.migrate import upgrade_to_head
 
     app = make_app(database_url, instance, secret_key=SECRET_KEY)
@@ -217,7 +217,7 @@ def build_world(database_url: str, instance: Path) -> dict[str, Any]:
             users["suspended"] = make_user(other, mfa_on=False, name="farout").email
             author = make_user(lab, mfa_on=False, name="author")
             finding = make_finding(author, title="Shared across servers")
-            _, token = create_token(admin, "two-instances")
+            _, token = create_token(admin, "two-instances", scopes=allowed_scopes(admin))
             return {"users": users, "finding_id": finding.id,
                     "finding_title": finding.title, "admin_token": token,
                     "suspended_slug": other.slug}

@@ -6,12 +6,12 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Blueprint, g, request
+from flask import Blueprint, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from app import access, state
 from app.auth.models import Role, User
-from app.auth.service import sha256_hex, user_for_token
+from app.auth.service import allowed_scopes, sha256_hex, token_for
 from app.errors import NotFound, ServiceError
 from app.extensions import limiter
 from app.jsonbody import MAX_DEPTH, TooDeep
@@ -46,18 +46,52 @@ def _rate_key() -> str:
     return "ip:" + (request.remote_addr or "")
 
 
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_ROLE_SCOPE = {Role.REVIEWER: "review", Role.ORG_ADMIN: "admin", Role.ADMIN: "admin"}
+
+
+def needs_scope(scope: str) -> Callable[[F], F]:
+    """Mark an endpoint as needing a token scope beyond read/write (``review``,
+    ``admin``); :func:`require_role` marks its endpoints itself."""
+    def decorator(view: F) -> F:
+        view.api_scope = scope  # type: ignore[attr-defined]
+        return view
+
+    return decorator
+
+
+def required_scope() -> str:
+    """The scope this request needs: the endpoint's mark (review, admin), else read for
+    GET/HEAD/OPTIONS and write for everything else."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    marked = getattr(view, "api_scope", None)
+    if marked:
+        return str(marked)
+    return "read" if request.method in _SAFE_METHODS else "write"
+
+
 @bp.before_request
 def _authenticate() -> None:
     g.api_user = None
+    g.api_token = None
     if request.endpoint in PUBLIC_ENDPOINTS:
         return
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         raise Unauthorized("Send an API token: 'Authorization: Bearer <token>'.")
-    user = user_for_token(header[7:].strip())
-    if user is None:
-        raise Unauthorized("The token is invalid, revoked, or its account is not active.")
-    g.api_user = user
+    use = token_for(header[7:].strip(), request.remote_addr)
+    if use is None:
+        raise Unauthorized("The token is invalid, expired, revoked, or its account is not "
+                           "active.")
+    scope = required_scope()
+    # A scope the owner's role does not allow is refused by the role check itself (the
+    # same answer as for any token of that user); this refuses what the token lacks.
+    if scope not in use.token.scope_set and scope in allowed_scopes(use.user):
+        raise ApiForbidden(f"This token does not have the {scope!r} scope "
+                           f"(it has: {', '.join(sorted(use.token.scope_set))}).",
+                           code="insufficient_scope")
+    g.api_user = use.user
+    g.api_token = use.token
 
 
 # One budget per token (or address) for the whole API, not one per endpoint.
@@ -105,6 +139,8 @@ def require_role(role: Role) -> Callable[[F], F]:
                 raise ApiForbidden("Your role does not allow this.")
             return view(*args, **kwargs)
 
+        if role in _ROLE_SCOPE:
+            wrapper.api_scope = _ROLE_SCOPE[role]  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorator

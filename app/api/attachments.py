@@ -72,9 +72,11 @@ _UPLOAD_PARAMS = [
 operation("post", "/findings/{id}/attachments",
           "Attach a file: the raw body (Content-Length or chunked) is streamed in and "
           "encrypted; refused before any byte is stored when over the level's cap, the "
-          "global cap or the caller's quota (413), or when the level forbids files",
+          "global cap or the caller's quota (413), or when the level forbids files; "
+          "429 too_many_uploads while the caller already streams "
+          "ENCLAVE_UPLOADS_PER_USER uploads",
           status="201", response=ref("Attachment"), raw_body=True, params=_UPLOAD_PARAMS,
-          errors=("400", "401", "403", "404", "409", "413"))
+          errors=("400", "401", "403", "404", "409", "413", "429"))
 operation("get", "/findings/{id}/attachments", "The finding's files",
           response=page_of("Attachment"), params=PAGE_PARAMS)
 operation("get", "/attachments/{attachment_id}",

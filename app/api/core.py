@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
+from flask import g, request
 from sqlalchemy import select
 
 from app import access, audit, audit_view, state
@@ -43,6 +43,15 @@ def user_json(user: User) -> dict[str, Any]:
             "effective_clearance": access.effective_clearance(user)}
 
 
+def _token_json() -> dict[str, Any] | None:
+    token = g.get("api_token")
+    if token is None:
+        return None
+    return {"id": token.id, "name": token.name, "prefix": token.prefix,
+            "scopes": sorted(token.scope_set), "proof": token.proof,
+            "expires_at": _iso(token.expires_at)}
+
+
 @bp.get("/me")
 def me() -> Any:
     user = api_user()
@@ -61,6 +70,7 @@ def me() -> Any:
         "passkeys": len(user.passkeys),
         "openpgp_fingerprint": user.openpgp_fingerprint,
         "token_proof": user.auth_proof,
+        "token": _token_json(),
         "readable_levels": [k for k in state.policy().level_keys()
                             if k in access.readable_levels(user)],
         "ndas_to_acknowledge": [

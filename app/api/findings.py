@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import request, url_for
 
-from app import state
+from app import disclosure, state
 from app.api import api_user, bp, field, idempotency_key, json_body, page_json, replayed
 from app.attachments import service as attachments
 from app.db import db
@@ -225,14 +225,15 @@ def reply_create(id: int) -> Any:
 def notification_list() -> Any:
     user = api_user()
     page = notify.list_for(user, request.args)
+    rule = disclosure.For(user)  # whose names this reader may learn, now
 
     def item(row: Any) -> dict[str, Any]:
         note, finding = row
-        actor, label = notify.actor_of(user, note, finding)  # the disclosure rule, now
+        actor, label = notify.actor_of(rule, note, finding)
         return {"id": note.id, "kind": note.kind, "created_at": note.created_at.isoformat(),
                 "read": note.read_at is not None, "finding": finding_json(finding),
                 "reply_id": note.reply_id, "actor": actor, "actor_label": label or None,
-                "text": notify.describe(note, finding, user)}
+                "text": notify.describe(note, finding, rule)}
 
     body = page_json(page, item)
     body["unread"] = notify.unread_count(user)

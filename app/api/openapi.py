@@ -48,7 +48,21 @@ SCHEMAS: dict[str, Any] = {
                                            "(passkey, totp, password, or operator: made on "
                                            "the command line, judged by the account's "
                                            "factors); a level that needs a passkey opens "
-                                           "only to passkey and operator tokens"},
+                                           "only to passkey and operator tokens; "
+                                           "a level that needs any second factor only "
+                                           "to tokens made right after one"},
+            "token": {"type": ["object", "null"],
+                      "description": "this token: id, name, prefix, scopes (read, write, "
+                                     "review, admin; a request beyond them answers 403 "
+                                     "insufficient_scope), proof, expires_at",
+                      "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
+                                     "prefix": {"type": "string"},
+                                     "scopes": {"type": "array",
+                                                "items": {"enum": ["read", "write",
+                                                                   "review", "admin"]}},
+                                     "proof": {"type": "string"},
+                                     "expires_at": {"type": "string",
+                                                    "format": "date-time"}}},
             "readable_levels": {"type": "array", "items": {"type": "string"}},
             "ndas_to_acknowledge": {"type": "array", "items": {"type": "object"}},
         },
@@ -576,7 +590,14 @@ def spec() -> dict[str, Any]:
         "servers": [{"url": "/api/v1"}],
         "components": {
             "schemas": SCHEMAS,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer",
+                "description": "An API token from the tokens page or `enclave token "
+                               "create`. Scopes: read (GET), write (other member "
+                               "actions), review (review decisions, flags, the queue), "
+                               "admin (admin and org-admin endpoints); it expires, and "
+                               "is revoked when its owner's password changes or 2FA is "
+                               "turned off."}},
         },
         "security": [{"bearer": []}],
         "paths": PATHS,

@@ -17,6 +17,7 @@ from app.api import (
     field,
     idempotency_key,
     json_body,
+    needs_scope,
     page_json,
     public,
     replayed,
@@ -163,6 +164,7 @@ def flag_get(id: int) -> Any:
 
 
 @bp.post("/review/flags/<int:id>/resolve")
+@needs_scope("review")
 def flag_resolve(id: int) -> Any:
     flag = flags.flag_for_review(api_user(), id)
     flags.check_can_resolve(api_user(), flag)
@@ -268,6 +270,7 @@ def request_edit(id: int) -> Any:
 
 
 @bp.post("/review/requests/<int:id>/decisions")
+@needs_scope("review")
 def request_decide(id: int) -> Any:
     req = service.request_for_review(api_user(), id)
     service.check_can_review(api_user(), req)
@@ -308,6 +311,7 @@ def _reason(data: dict[str, Any], required: bool = True,
 
 
 @bp.post("/review/requests/<int:id>/escalate")
+@needs_scope("admin")
 def request_escalate(id: int) -> Any:
     req = _request(id)
     data = json_body()
@@ -318,6 +322,7 @@ def request_escalate(id: int) -> Any:
 
 
 @bp.post("/review/requests/<int:id>/reopen")
+@needs_scope("review")
 def request_reopen(id: int) -> Any:
     req = _request(id)
     data = json_body()

@@ -1,8 +1,17 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, EqualTo, Length
+from wtforms import (
+    EmailField,
+    IntegerField,
+    PasswordField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+    widgets,
+)
+from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
 from app.submissions.forms import OnceForm
 
@@ -61,8 +70,15 @@ class OpenPgpKeyForm(FlaskForm):
                         validators=[Length(max=100_000)])
 
 
+class MultiCheckboxField(SelectMultipleField):
+    widget = widgets.ListWidget(prefix_label=False)
+    option_widget = widgets.CheckboxInput()
+
+
 class TokenForm(FlaskForm):
     name = StringField("Token name", validators=[DataRequired(), Length(max=80)])
+    scopes = MultiCheckboxField("What it may do", choices=[], default=["read"])
+    days = IntegerField("Lifetime in days", validators=[Optional()])
 
 
 class EmptyForm(FlaskForm):

@@ -62,6 +62,8 @@ class User(Base):
     #: How this user proved who they are for the current request (``access.assume_proof``);
     #: None for a user who is not the one making the request.
     auth_proof = None  # type: str | None
+    #: True when the current request authenticated with an API token
+    auth_token = False
 
     @property
     def totp_enabled(self) -> bool:
@@ -164,11 +166,26 @@ class ApiToken(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
+    #: the client address of the last use (updated with ``last_used_at``)
+    last_used_ip: Mapped[str | None] = mapped_column(String(64))
     revoked_at: Mapped[datetime | None]
-    #: how its maker proved who they were ("passkey", "totp", "password", "operator" for
-    #: the command line): a token reaches a passkey level only from a passkey proof
+    #: why it was revoked: "owner", "admin", "password_changed", "password_reset",
+    #: "mfa_removed", "passkey_removed", "user_disabled", "org_suspended"
+    revoked_reason: Mapped[str | None] = mapped_column(String(32))
+    #: the token stops working at this instant (policy: token_default_days/token_max_days)
+    expires_at: Mapped[datetime]
+    #: space-separated scopes: read, write, review, admin (never beyond the owner's role)
+    scopes: Mapped[str] = mapped_column(String(64), default="read",
+                                        server_default="read")
+    #: the fresh proof its maker gave when making it ("passkey", "totp", "recovery_code";
+    #: "password" when none was fresh; "operator" for the command line): a token reads a
+    #: level that needs a second factor only from a fresh second-factor proof
     proof: Mapped[str] = mapped_column(String(16), default="password",
                                        server_default="password")
+
+    @property
+    def scope_set(self) -> frozenset[str]:
+        return frozenset(self.scopes.split())
 
     user: Mapped[User] = relationship(lazy="joined")
 

@@ -290,6 +290,10 @@ def remove_passkey(actor: User, passkey_id: int) -> Passkey:
     if passkey is None:
         raise NotFound("No such passkey.")
     actor.passkeys.remove(passkey)  # delete-orphan: the row goes
+    from app.auth.service import revoke_all_tokens
+
+    # tokens made with a passkey proof may have been made with this one
+    revoke_all_tokens(actor, "passkey_removed", proofs=frozenset({"passkey"}))
     audit.record("passkey_removed", actor=actor, target_type="passkey", target_id=passkey_id,
                  name=passkey.name, passkeys=len(actor.passkeys))
     access.forget(actor)
@@ -312,6 +316,10 @@ def remove_all_passkeys(actor: User | None, user: User) -> int:
         db.delete(passkey)
     user.passkeys.clear()
     end_all_sessions(user)
+    from app.auth.service import revoke_all_tokens
+
+    revoke_all_tokens(user, "passkey_removed", proofs=frozenset({"passkey"}),
+                      actor=actor or "cli")
     audit.record("passkeys_reset", actor=actor or "cli", target_type="user",
                  target_id=user.id, email=user.email, removed=count)
     access.forget(user)

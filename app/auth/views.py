@@ -18,7 +18,7 @@ from flask import (
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import select
 
-from app import access, state
+from app import access, logredact, state
 from app.auth import mfa, service, throttle
 from app.auth.forms import (
     AcceptInvitationForm,
@@ -34,7 +34,7 @@ from app.auth.forms import (
     TokenForm,
 )
 from app.auth.models import ApiToken
-from app.db import db
+from app.db import db, utcnow
 from app.errors import ServiceError
 from app.extensions import limiter
 from app.notifications import openpgp
@@ -234,8 +234,10 @@ def send_after_response(response: Any, msg: EmailMessage, label: str) -> None:
 
         try:
             deliver_message(msg, label, smtp_url=smtp_url, outbox=outbox)
-        except Exception:  # noqa: BLE001 - the answer is already sent; log and go on
-            log.exception("could not send a %s e-mail", label)
+        except Exception as exc:  # noqa: BLE001 - the answer is already sent; log, go on
+            # without the message: SMTP errors quote the recipient's address
+            log.error("could not send a %s e-mail: %s\n%s", label,
+                      logredact.describe_mail_error(exc), logredact.frames(exc))
 
     response.call_on_close(send)
 
@@ -390,24 +392,58 @@ def mfa_recovery_codes() -> Any:
     abort(400)
 
 
+SCOPE_LABELS = {
+    "read": "read: read what you can read (GET)",
+    "write": "write: post, reply, flag, edit, upload (everything else you may do)",
+    "review": "review: review decisions, resolve flags, reopen (reviewers)",
+    "admin": "admin: manage organizations, members, audit (admins, org admins)",
+}
+
+
+def fresh_token_proof() -> str:
+    """The second-factor proof this session gave recently enough for a new token to
+    carry it (a confirmation in the last five minutes, or a sign-in with a second factor
+    in the last five minutes); "password" otherwise."""
+    from app.auth.passkey_views import REAUTH_SECONDS, fresh_proof
+
+    confirmed = fresh_proof()
+    if confirmed in service.FRESH_SECOND_FACTOR:
+        return str(confirmed)
+    proof = session.get("auth_proof")
+    if proof in service.FRESH_SECOND_FACTOR and \
+            time.time() - session.get("login_at", 0) <= REAUTH_SECONDS:
+        return str(proof)
+    return "password"
+
+
 @bp.route("/account/tokens", methods=["GET", "POST"])
 @member_required
 def tokens() -> Any:
+    user = current_user._get_current_object()
     form = TokenForm()
+    form.scopes.choices = [(s, SCOPE_LABELS[s]) for s in service.allowed_scopes(user)]
+    policy = state.policy()
     new_token = None
+    proof = fresh_token_proof()
     if form.validate_on_submit():
         try:
             _, new_token = service.create_token(
-                current_user, form.name.data or "",
-                proof=session.get("auth_proof", LEGACY_PROOF))
+                user, form.name.data or "", proof=proof,
+                scopes=form.scopes.data or [], days=form.days.data)
         except ServiceError as exc:
             form_error(exc, form)
     listed = db.scalars(
         select(ApiToken).where(ApiToken.user_id == current_user.id)
         .order_by(ApiToken.created_at.desc())
     ).all()
+    mfa_levels = [lv for lv in policy.levels if lv.mfa and lv.api_tokens]
     return render_template("auth/tokens.html", form=form, tokens=listed, new_token=new_token,
-                           empty=EmptyForm()), 400 if form.errors else 200
+                           empty=EmptyForm(), fresh=proof in service.FRESH_SECOND_FACTOR,
+                           mfa_levels=mfa_levels, policy_days=(policy.token_default_days,
+                                                               policy.token_max_days),
+                           expired={t.id for t in listed
+                                    if access.as_utc(t.expires_at) <= utcnow()}), \
+        400 if form.errors else 200
 
 
 @bp.post("/account/tokens/<int:token_id>/revoke")

@@ -85,6 +85,17 @@ def _check_body(body: str | None, name: str = "body") -> str:
     return body
 
 
+def preview_html(body: str | None) -> str:
+    """The rendering a text would get if posted now (the editor's Preview tab); nothing
+    is stored. The same limit as posting."""
+    body = _clean(body)
+    limit = state.settings().max_body_chars
+    if len(body) > limit:
+        raise ServiceError(f"The text has {len(body):,} characters; the maximum is {limit:,}.",
+                           code="body_too_long", field="body")
+    return render_markdown(body) if body.strip() else ""
+
+
 def is_moderator(user: User) -> bool:
     return bool(user.is_admin) and access.in_good_standing(user)
 
@@ -700,12 +711,13 @@ def history(finding: Finding, reader: Any) -> list[HistoryEntry]:
     shown = [v if access.can_read_version(reader, finding, v.level, v.compartment) else
              Version(WITHHELD, "", v.level, "") for v in versions]
     entries: list[HistoryEntry] = []
+    rule = disclosure.For(reader)
     for i, rev in enumerate(revisions):
         before, after = shown[i], shown[i + 1]
         withheld = WITHHELD in (before.title, after.title)
         diff = [] if withheld else _diff(before.body, after.body)
         entries.append(HistoryEntry(rev, before, after, diff,
-                                    disclosure.editor_label(reader, finding, rev)))
+                                    disclosure.editor_label(rule, finding, rev)))
     entries.reverse()
     return entries
 

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import current_user
 from wtforms.fields.choices import SelectChoice
 
@@ -28,7 +37,15 @@ from app.findings.forms import (
 from app.findings.models import Finding
 from app.notifications import service as notify
 from app.submissions.service import AlreadySubmitted
-from app.web import already_submitted, form_error, int_arg, member_required, role_required
+from app.traceability import viewing
+from app.web import (
+    already_submitted,
+    form_error,
+    int_arg,
+    json_error,
+    member_required,
+    role_required,
+)
 
 bp = Blueprint("findings", __name__, template_folder="templates", url_prefix="/findings")
 admin_bp = Blueprint("categories", __name__, template_folder="templates",
@@ -254,6 +271,41 @@ def show(finding_id: int) -> Any:
     finding = service.get_finding(current_user, finding_id)
     service.record_view(current_user, finding)
     return _render_show(finding, ReplyForm())
+
+
+# ---------------------------------------------------------------- editor preview
+
+PREVIEW_LIMIT = "120 per minute"
+
+
+def _preview(finding: Finding | None) -> Any:
+    """JSON ``{"html": …}``: the form's ``body`` rendered as it would be posted (with the
+    finding's figures when there is one). Called by static/editor.js with the CSRF token
+    in ``X-CSRFToken``; nothing is stored or audited (the text is the writer's own)."""
+    try:
+        html = service.preview_html(request.form.get("body", ""))
+    except ServiceError as exc:
+        return json_error(exc.status, exc.code, exc.message)
+    if finding is not None and html:
+        html = viewing.resolve_figures(
+            html, viewing.figure_targets(current_user, finding),
+            lambda att_id: url_for("traceability.figure", attachment_id=att_id))
+    return jsonify({"html": html})
+
+
+@bp.post("/preview")
+@member_required
+@limiter.limit(PREVIEW_LIMIT, key_func=user_or_address)
+def preview_new() -> Any:
+    return _preview(None)
+
+
+@bp.post("/<int:finding_id>/preview")
+@member_required
+@limiter.limit(PREVIEW_LIMIT, key_func=user_or_address)
+def preview(finding_id: int) -> Any:
+    finding = service.get_finding(current_user, finding_id)  # the gate, before the form
+    return _preview(finding)
 
 
 @bp.post("/<int:finding_id>/replies")

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select, update
 
-from app import access, disclosure
+from app import access, disclosure, logredact
 from app.auth.models import User
 from app.db import db, utcnow
 from app.findings.models import Category, Finding, Reply
@@ -184,11 +184,12 @@ def deliver(notifications: list[Notification]) -> None:
             if mail.send(note):
                 note.emailed_at = utcnow()
                 db.commit()
-        except Exception:  # noqa: BLE001 - the post is already saved; log and go on
+        except Exception as exc:  # noqa: BLE001 - the post is already saved; log, go on
             # A lost database connection leaves the session unusable until rolled back:
             # without this the next note, and the request, failed with a 500.
             db.rollback()
-            log.exception("could not e-mail notification %s", note_id)
+            log.error("could not e-mail notification %s: %s\n%s", note_id,  # no addresses
+                      logredact.describe_mail_error(exc), logredact.frames(exc))
 
 
 # ---------------------------------------------------------------- reading

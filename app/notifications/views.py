@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from app import disclosure
 from app.auth.forms import EmptyForm
 from app.findings.service import highest_level
 from app.notifications import service
@@ -20,8 +21,10 @@ bp = Blueprint("notifications", __name__, template_folder="templates",
 @member_required
 def index() -> Any:
     page = service.list_for(current_user, request.args)
+    rule = disclosure.For(current_user)  # whose names this reader may learn, now
+
     def describe(note: Any, finding: Any) -> str:
-        return service.describe(note, finding, current_user)
+        return service.describe(note, finding, rule)
 
     return render_template("notifications/index.html", page=page, describe=describe,
                            form=EmptyForm(),

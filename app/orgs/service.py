@@ -11,7 +11,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select, update
 
 from app import access, audit, clock, state
-from app.auth.models import User
+from app.auth.models import ApiToken, User
 from app.db import db, utcnow
 from app.errors import NotFound, ServiceError
 from app.orgs.models import Organization, OrgDomain, OrgStatus
@@ -112,8 +112,17 @@ def _apply_status(actor: User | None, org: Organization, status: str) -> None:
         # trusting the organization again later does not revive them.
         db.execute(update(User).where(User.org_id == org.id)
                    .values(session_version=User.session_version + 1))
+        # ... and revoke their API tokens, so trusting it again does not revive them
+        revoked = db.execute(
+            update(ApiToken)
+            .where(ApiToken.user_id.in_(select(User.id).where(User.org_id == org.id)),
+                   ApiToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow(), revoked_reason="org_suspended")
+            .execution_options(synchronize_session="fetch")).rowcount
     audit.record("org_status_changed", actor=actor or "cli", target_type="org",
-                 target_id=org.slug, old=old, new=status)
+                 target_id=org.slug, old=old, new=status,
+                 **({"tokens_revoked": revoked} if status != OrgStatus.TRUSTED.value
+                    and revoked else {}))
 
 
 def _apply_ceiling(actor: User | None, org: Organization, ceiling: str) -> None:

@@ -771,11 +771,12 @@ def view(user: User, req: ReviewRequest) -> RequestView:
     if role is None:
         raise NotFound()
     labels = participant_labels(req)
-    reviews = [(r, shown(user, req, r.reviewer, labels)) for r in _reviews(req)]
-    thread = [(c, shown(user, req, c.author, labels)) for c in comments(req)]
-    history = [(e, shown(user, req, e.actor, labels, role_hint=e.actor_role))
+    rule = disclosure.For(user)  # one per page: names decided once per finding
+    reviews = [(r, shown(rule, req, r.reviewer, labels)) for r in _reviews(req)]
+    thread = [(c, shown(rule, req, c.author, labels)) for c in comments(req)]
+    history = [(e, shown(rule, req, e.actor, labels, role_hint=e.actor_role))
                for e in events(req)]
-    escalations = [(e, shown(user, req, e.admin, labels, role_hint="admin"))
+    escalations = [(e, shown(rule, req, e.admin, labels, role_hint="admin"))
                    for e in db.scalars(select(Escalation).where(Escalation.request_id == req.id)
                                        .order_by(Escalation.id)).unique()]
     owner_or_admin = user.id == req.finding.author_id or _is_admin(user)
@@ -796,7 +797,7 @@ def view(user: User, req: ReviewRequest) -> RequestView:
         can_release=_is_admin(user) and not final,
         can_comment=not final,
         embargo_text=content.format_embargo(req.embargo_until, req.embargo_tz),
-        requester=shown(user, req, req.requester, labels),
+        requester=shown(rule, req, req.requester, labels),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -239,6 +239,37 @@ def figure_plan(att: Attachment) -> FigurePlan:
         return FigurePlan(None, f"larger than {INLINE_MAX_BYTES // MiB} MiB: open it from "
                                 f"Files below")
     return FigurePlan(mode)
+
+
+@dataclass(frozen=True)
+class FigureTargets:
+    """A finding's live files by id and by name (the newest of a name)."""
+
+    by_id: dict[str, Attachment]
+    by_name: dict[str, Attachment]
+
+
+def figure_targets(user: User, finding: Any) -> FigureTargets:
+    by_id: dict[str, Attachment] = {}
+    by_name: dict[str, Attachment] = {}
+    for att in attachments.list_for_finding(user, finding):  # oldest first
+        by_id[att.id] = att
+        by_name[att.filename] = att
+    return FigureTargets(by_id, by_name)
+
+
+def resolve_figures(html: str, targets: FigureTargets, url: Callable[[str], str]) -> str:
+    """``html``'s figure placeholders made images (``url(attachment_id)``) or notes."""
+    from app.rendering.figures import Figure, resolve
+
+    def lookup(ref: str) -> Figure | None:
+        att = targets.by_id.get(ref.lower()) or targets.by_name.get(ref)
+        if att is None:
+            return None
+        plan = figure_plan(att)
+        return Figure(url=url(att.id)) if plan.mode is not None else Figure(note=plan.note)
+
+    return resolve(html, lookup)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from app import access, state
 from app.attachments import service as attachments
 from app.auth.models import Role
 from app.errors import NotFound, ServiceError
-from app.rendering.figures import Figure, has_figures, resolve
+from app.rendering.figures import has_figures
 from app.traceability import service, viewing
 from app.web import member_required, role_required
 
@@ -136,39 +136,19 @@ def figure(attachment_id: str) -> Any:
     return response
 
 
-def _figure_lookup(finding: Any) -> Any:
-    """ref -> Figure for the finding's live attachments (by id, else by file name: the
-    newest of that name), listed once per request."""
-    cache = g.setdefault("figure_targets", {})
-    if finding.id not in cache:
-        user = current_user._get_current_object()
-        by_id: dict[str, Any] = {}
-        by_name: dict[str, Any] = {}
-        for att in attachments.list_for_finding(user, finding):
-            by_id[att.id] = att
-            by_name[att.filename] = att  # oldest first: the newest of a name wins
-        cache[finding.id] = (by_id, by_name)
-    by_id, by_name = cache[finding.id]
-
-    def lookup(ref: str) -> Figure | None:
-        att = by_id.get(ref.lower()) or by_name.get(ref)
-        if att is None:
-            return None
-        plan = viewing.figure_plan(att)
-        if plan.mode is not None:
-            return Figure(url=url_for("traceability.figure", attachment_id=att.id))
-        return Figure(note=plan.note)
-
-    return lookup
-
-
 @bp.app_template_global("with_figures")
 def with_figures(html: str, finding: Any) -> Markup:
     """Cached, sanitized ``html`` of ``finding`` or one of its replies, with its figure
-    placeholders pointing at the finding's own image attachments."""
+    placeholders pointing at the finding's own image attachments (the finding's files
+    are listed once per request)."""
     if not has_figures(html):
         return Markup(html)  # noqa: S704 - sanitized when it was rendered
-    return Markup(resolve(html, _figure_lookup(finding)))  # noqa: S704 - same, src escaped
+    cache = g.setdefault("figure_targets", {})
+    if finding.id not in cache:
+        cache[finding.id] = viewing.figure_targets(current_user._get_current_object(), finding)
+    return Markup(viewing.resolve_figures(  # noqa: S704 - sanitized; src escaped
+        html, cache[finding.id],
+        lambda att_id: url_for("traceability.figure", attachment_id=att_id)))
 
 
 # ------------------------------------------------------------------ tracing (admins)

@@ -172,3 +172,39 @@ def test_math_code_and_figures_render_in_chromium(browser, live_server):  # type
         screenshot(page, f"writing-notebook-{width}")
     assert problems == []
     context.close()
+
+
+def test_the_preview_tab_renders_on_the_server(browser, live_server):  # type: ignore[no-untyped-def]
+    org = make_org("northlight")
+    author = make_user(org, name="alice", clearance="network", mfa_on=False)
+    finding = make_finding(author, level="network", title="Preview me", body="Body.")
+    data = _sweep_png()
+    attachments.upload(author, finding.id, filename="sweep.png", stream=io.BytesIO(data),
+                       content_length=len(data), content_type="image/png")
+    context = browser.new_context(viewport={"width": 390, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20000)
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.goto(f"{live_server}/login")
+    page.fill('input[name="email"]', author.email)
+    page.fill('input[name="password"]', PASSWORD)
+    page.click('button[type="submit"]')
+    page.wait_for_url(f"{live_server}/home")
+    page.goto(f"{live_server}/findings/{finding.id}")
+    area = page.locator("form textarea[name=body]")
+    area.fill("Agreed: $\\sum_i x_i^2$ holds.\n\n![Sweep](attachment:sweep.png)\n\n"
+              "```python\nprint('ok')\n```")
+    page.get_by_role("tab", name="Preview").click()
+    pane = page.locator(".editor-preview")
+    pane.locator("math").wait_for()
+    assert area.is_hidden()
+    assert pane.locator("img.figure-img").evaluate(
+        "i => i.decode().then(() => i.naturalWidth)") == 1600
+    assert pane.locator("pre.highlight span.nb").inner_text() == "print"
+    screenshot(page, "writing-preview-390")
+    page.get_by_role("tab", name="Write").click()
+    assert area.is_visible() and pane.is_hidden()
+    assert area.input_value().startswith("Agreed")  # the text is untouched
+    assert problems == []
+    context.close()

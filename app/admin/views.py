@@ -140,9 +140,9 @@ def user_edit(user_id: int) -> Any:
 @bp.post("/users/<int:user_id>/active")
 @role_required(Role.ORG_ADMIN)
 def user_active(user_id: int) -> Any:
+    user = _managed_user(user_id)  # the gate first: unmanaged answers like missing
     if not EmptyForm().validate_on_submit():
         abort(400)
-    user = _managed_user(user_id)
     activate = request.form.get("active") == "1"
     try:
         users.set_active(current_user, user, activate)
@@ -159,9 +159,9 @@ def user_active(user_id: int) -> Any:
 def user_passkeys_reset(user_id: int) -> Any:
     """A member lost every passkey: remove them all (their sessions end); they add new
     ones after signing in with their password and another factor."""
+    user = _managed_user(user_id)  # the gate first: unmanaged answers like missing
     if not EmptyForm().validate_on_submit():
         abort(400)
-    user = _managed_user(user_id)
     try:
         removed = remove_all_passkeys(current_user, user)
     except ServiceError as exc:

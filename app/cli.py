@@ -428,10 +428,10 @@ enclave.add_command(token_group)
 @service_command
 def token_create(email: str, name: str, scopes: tuple[str, ...], days: int | None) -> None:
     """Print a new API token, alone on the last line (shown once, stored hashed)."""
-    from app.auth import service
+    from app.auth import tokens
 
     user = _get_user(email)
-    token, plaintext = service.create_token(user, name, actor="cli", proof="operator",
+    token, plaintext = tokens.create_token(user, name, actor="cli", proof="operator",
                                             scopes=list(scopes) or ["read"], days=days)
     click.echo(f"token {token.prefix}... for {user.email} ({token.name}; {token.scopes}; "
                f"expires {token.expires_at:%Y-%m-%d %H:%M} UTC); it is shown once:")

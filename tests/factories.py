@@ -178,7 +178,7 @@ def post_form(client: FlaskClient, url: str, data: dict[str, Any], *,
 
 @pytest.fixture
 def api_token():  # type: ignore[no-untyped-def]
-    from app.auth.service import allowed_scopes, create_token
+    from app.auth.tokens import allowed_scopes, create_token
 
     def make(user: User) -> dict[str, str]:
         # as `enclave token create --scope ...` makes it, with every scope the owner's

@@ -43,7 +43,7 @@ def test_token_is_stored_hashed_and_revocation_works(client, app, api_token):
     row = db.scalar(select(ApiToken).where(ApiToken.user_id == user.id))
     assert plaintext not in (row.token_hash, row.prefix) and len(row.token_hash) == 64
     assert client.get("/api/v1/me", headers=headers).status_code == 200
-    from app.auth.service import revoke_token
+    from app.auth.tokens import revoke_token
 
     revoke_token(user, row.id)
     assert client.get("/api/v1/me", headers=headers).status_code == 401

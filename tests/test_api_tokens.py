@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from app import state
 from app.auth import service as users
+from app.auth import tokens as api_tokens
 from app.auth.models import ApiToken
 from app.config import REPO_ROOT
 from app.db import db, utcnow
@@ -57,13 +58,13 @@ def web_token(browser: Any, name: str, scopes: tuple[str, ...] = ("read",),
 def test_a_read_token_reads_and_cannot_write(client):
     user = make_user(make_org(), mfa_on=False, clearance="network")
     finding = make_finding(user)
-    _, token = users.create_token(user, "reader")  # default: read only
+    _, token = api_tokens.create_token(user, "reader")  # default: read only
     assert get(client, f"/api/v1/findings/{finding.id}", token).status_code == 200
     response = client.post(f"/api/v1/findings/{finding.id}/replies", json={"body": "hi"},
                            headers=bearer(token))
     assert response.status_code == 403
     assert response.get_json()["error"]["code"] == "insufficient_scope"
-    _, writer = users.create_token(user, "writer", scopes=["read", "write"])
+    _, writer = api_tokens.create_token(user, "writer", scopes=["read", "write"])
     response = client.post(f"/api/v1/findings/{finding.id}/replies", json={"body": "hi"},
                            headers=bearer(writer))
     assert response.status_code == 201, response.get_json()
@@ -73,25 +74,25 @@ def test_scopes_never_exceed_the_owner(client):
     member = make_user(make_org(), mfa_on=False)
     for scope in ("review", "admin"):
         with pytest.raises(ServiceError, match=scope):
-            users.create_token(member, "too much", scopes=[scope])
+            api_tokens.create_token(member, "too much", scopes=[scope])
     with pytest.raises(ServiceError, match="Unknown scope"):
-        users.create_token(member, "typo", scopes=["everything"])
-    assert users.allowed_scopes(member) == ["read", "write"]
+        api_tokens.create_token(member, "typo", scopes=["everything"])
+    assert api_tokens.allowed_scopes(member) == ["read", "write"]
     reviewer = make_user(make_org(), mfa_on=False, role="reviewer")
-    _, plain = users.create_token(reviewer, "no review", scopes=["read", "write"])
+    _, plain = api_tokens.create_token(reviewer, "no review", scopes=["read", "write"])
     response = get(client, "/api/v1/review/queue", plain)
     assert response.status_code == 403
     assert response.get_json()["error"]["code"] == "insufficient_scope"
-    _, full = users.create_token(reviewer, "review", scopes=["read", "review"])
+    _, full = api_tokens.create_token(reviewer, "review", scopes=["read", "review"])
     assert get(client, "/api/v1/review/queue", full).status_code == 200
     # a review decision needs the review scope even though it is a POST
     response = client.post("/api/v1/review/requests/1/decisions", json={},
                            headers=bearer(plain))
     assert response.get_json()["error"]["code"] == "insufficient_scope"
     admin = make_user(make_org(), mfa_on=False, role="admin")
-    _, no_admin = users.create_token(admin, "reads", scopes=["read"])
+    _, no_admin = api_tokens.create_token(admin, "reads", scopes=["read"])
     assert get(client, "/api/v1/admin/audit", no_admin).status_code == 403
-    _, with_admin = users.create_token(admin, "admin", scopes=["admin"])
+    _, with_admin = api_tokens.create_token(admin, "admin", scopes=["admin"])
     assert get(client, "/api/v1/admin/audit", with_admin).status_code == 200
     # a role lost later is not kept by the token
     users.set_role(None, reload(reviewer), "member")
@@ -114,12 +115,12 @@ def test_the_tokens_page_offers_only_the_owners_scopes(client):
 def test_tokens_expire_by_the_policy(client):
     user = make_user(make_org(), mfa_on=False)
     policy = state.policy()
-    token, plain = users.create_token(user, "default")
+    token, plain = api_tokens.create_token(user, "default")
     lifetime = token.expires_at - token.created_at
     assert abs(lifetime - timedelta(days=policy.token_default_days)) < timedelta(minutes=1)
     with pytest.raises(ServiceError, match="days"):
-        users.create_token(user, "too long", days=policy.token_max_days + 1)
-    short, short_plain = users.create_token(user, "short", days=1)
+        api_tokens.create_token(user, "too long", days=policy.token_max_days + 1)
+    short, short_plain = api_tokens.create_token(user, "short", days=1)
     assert get(client, "/api/v1/me", short_plain).status_code == 200
     short.expires_at = utcnow() - timedelta(seconds=1)
     db.commit()
@@ -194,7 +195,7 @@ def test_a_level_whose_policy_refuses_tokens_is_not_read_by_any_token(no_token_a
     user = make_user(make_org(), clearance="restricted")
     network = make_finding(user, level="network")
     secret = make_finding(user, level="restricted")
-    _, token = users.create_token(user, "passkey", proof="passkey")
+    _, token = api_tokens.create_token(user, "passkey", proof="passkey")
     assert get(client, f"/api/v1/findings/{network.id}", token).status_code == 200
     assert get(client, f"/api/v1/findings/{secret.id}", token).status_code in (403, 404)
     listed = get(client, "/api/v1/findings", token).get_json()["items"]
@@ -205,7 +206,7 @@ def test_a_level_whose_policy_refuses_tokens_is_not_read_by_any_token(no_token_a
 
 def test_the_tokens_page_shows_last_use_time_and_address(client):
     user = make_user(make_org(), mfa_on=False)
-    _, token = users.create_token(user, "scripts")
+    _, token = api_tokens.create_token(user, "scripts")
     login(client, user)
     assert "never" in text(client.get("/account/tokens"))
     api = client.application.test_client()
@@ -231,7 +232,7 @@ def _live(client: Any, token: str) -> bool:
 
 def test_a_password_change_revokes_tokens(client):
     user = make_user(make_org(), mfa_on=False)
-    _, token = users.create_token(user, "t")
+    _, token = api_tokens.create_token(user, "t")
     users.change_password(reload(user), PASSWORD, NEW_PASSWORD)
     assert not _live(client, token)
     row = db.scalar(select(ApiToken).where(ApiToken.user_id == user.id))
@@ -240,7 +241,7 @@ def test_a_password_change_revokes_tokens(client):
 
 def test_a_password_reset_revokes_tokens(client):
     user = make_user(make_org(), mfa_on=False)
-    _, token = users.create_token(user, "t")
+    _, token = api_tokens.create_token(user, "t")
     msg = users.request_password_reset(user.email)
     assert msg is not None
     link = re.search(r"/reset/([A-Za-z0-9_-]+)", msg.get_content()).group(1)
@@ -250,7 +251,7 @@ def test_a_password_reset_revokes_tokens(client):
 
 def test_turning_2fa_off_revokes_tokens(client):
     user = make_user(make_org(), passkey=False)
-    _, token = users.create_token(user, "t")
+    _, token = api_tokens.create_token(user, "t")
     users.disable_mfa(reload(user), PASSWORD, totp_now(user))
     db.commit()
     assert not _live(client, token)
@@ -262,8 +263,8 @@ def test_disabling_the_user_and_suspending_the_org_revoke_tokens(client):
     org = make_org()
     user = make_user(org, mfa_on=False)
     other = make_user(org, mfa_on=False)
-    _, token = users.create_token(user, "t")
-    _, other_token = users.create_token(other, "t")
+    _, token = api_tokens.create_token(user, "t")
+    _, other_token = api_tokens.create_token(other, "t")
     users.set_active(None, reload(user), False)
     users.set_active(None, reload(user), True)
     assert not _live(client, token)  # enabling again does not revive it

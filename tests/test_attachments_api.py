@@ -2,7 +2,7 @@
 
 def test_finding_json_lists_its_attachments(app, client):
     """GET /api/v1/findings/{id} carries the attachment list (INTERFACES.md)."""
-    from app.auth.service import create_token
+    from app.auth.tokens import create_token
     from tests.factories import make_finding, make_org, make_user
 
     user = make_user(make_org())

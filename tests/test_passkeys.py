@@ -262,7 +262,7 @@ def test_tokens_carry_the_proof_of_the_session_that_made_them(client, app):
 
     rows = {t.name: t.proof for t in db.scalars(select(ApiToken))}
     assert rows == {"totp": "totp", "passkey": "passkey"}
-    from app.auth.service import create_token
+    from app.auth.tokens import create_token
 
     _, weak = create_token(user, "weak", proof="totp")
     _, strong = create_token(user, "strong", proof="passkey")

@@ -277,7 +277,7 @@ def _workers(master: int) -> set[int]:
 
 
 def test_postgresql_restarts_under_load(cluster: Cluster, tmp_path: Path) -> None:
-    from app.auth.service import create_token
+    from app.auth.tokens import create_token
     from app.migrate import upgrade_to_head
     from tests.findings_world import make_category
 

@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 
 from app import state
 from app.auth import service as users
+from app.auth import tokens as api_tokens
 from app.auth.models import User
 from app.db import db
 from tests.conftest import csrf_from, make_app, redis_test_url, running_app
@@ -237,7 +238,7 @@ def api_search(client: FlaskClient, headers: dict[str, str], q: str = "anything"
 
 
 def bearer(user: User) -> dict[str, str]:
-    _, plaintext = users.create_token(user, "limits", scopes=["read", "write"])
+    _, plaintext = api_tokens.create_token(user, "limits", scopes=["read", "write"])
     return {"Authorization": f"Bearer {plaintext}"}
 
 

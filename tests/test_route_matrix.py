@@ -42,6 +42,7 @@ from werkzeug.routing import Rule
 from app import access, state
 from app.attachments import service as attachments
 from app.auth import service as users
+from app.auth import tokens as api_tokens
 from app.auth.models import Role, User
 from app.db import Base, db, utcnow
 from app.findings import service as findings
@@ -424,9 +425,9 @@ def build_world(world: World) -> dict[str, User]:
     # `enclave token create` makes them, but the one made from a password+code session
     for key in PRINCIPALS:
         if key in u and key != "pending":
-            token, plaintext = users.create_token(u[key], "matrix",
+            token, plaintext = api_tokens.create_token(u[key], "matrix",
                                                   proof=PROOFS.get(key, "operator"),
-                                                  scopes=users.allowed_scopes(u[key]))
+                                                  scopes=api_tokens.allowed_scopes(u[key]))
             world.tokens[key] = token.id
             world.plaintext_tokens[key] = plaintext
     world.passkeys.update({key: u[key].passkeys[0].id for key in ("insider",)})
@@ -440,7 +441,7 @@ PROOFS = {"totp_session": "totp", "mfa_off": "totp"}
 
 def _degrade(world: World, u: dict[str, User]) -> None:
     """The state changes that happen after sign-in: each principal's defect."""
-    users.revoke_token(u["revoked"], world.tokens["revoked"])
+    api_tokens.revoke_token(u["revoked"], world.tokens["revoked"])
     users.set_active(None, u["disabled"], False)
     orgs.set_status(None, db.get(Organization, u["suspended"].org_id), "suspended")
     orgs.set_status(None, db.get(Organization, u["pending"].org_id), "pending")

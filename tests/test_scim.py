@@ -19,6 +19,7 @@ from werkzeug.serving import make_server
 
 from app.audit import AuditEntry
 from app.auth import service as users
+from app.auth import tokens as api_tokens
 from app.auth.models import ApiToken, User
 from app.cli import enclave
 from app.db import db
@@ -139,7 +140,7 @@ def test_deactivating_ends_every_session_and_token_at_once(world, base):
     User_ = scim.get_resource_model("User")
     leaver = make_user(org, name="lea", mfa_on=False)
     browser = _login(base, leaver)
-    _, api = users.create_token(leaver, "laptop", proof="operator")
+    _, api = api_tokens.create_token(leaver, "laptop", proof="operator")
     headers = {"Authorization": f"Bearer {api}"}
     assert requests.get(f"{base}/api/v1/me", headers=headers, timeout=10).status_code == 200
     patch = PatchOp[User_](operations=[PatchOperation[User_](

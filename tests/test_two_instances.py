@@ -202,7 +202,7 @@ class Site:
 
 def build_world(database_url: str, instance: Path) -> dict[str, Any]:
     """Migrate the private database, create the keyring, and the people of the tests."""
-    from app.auth.service import allowed_scopes, create_token
+    from app.auth.tokens import allowed_scopes, create_token
     from app.migrate import upgrade_to_head
 
     app = make_app(database_url, instance, secret_key=SECRET_KEY)

@@ -11,7 +11,8 @@ from werkzeug.exceptions import HTTPException
 
 from app import access, state
 from app.auth.models import Role, User
-from app.auth.service import allowed_scopes, sha256_hex, token_for
+from app.auth.service import sha256_hex
+from app.auth.tokens import allowed_scopes, token_for
 from app.errors import NotFound, ServiceError
 from app.extensions import limiter
 from app.jsonbody import MAX_DEPTH, TooDeep

@@ -290,7 +290,7 @@ def remove_passkey(actor: User, passkey_id: int) -> Passkey:
     if passkey is None:
         raise NotFound("No such passkey.")
     actor.passkeys.remove(passkey)  # delete-orphan: the row goes
-    from app.auth.service import revoke_all_tokens
+    from app.auth.tokens import revoke_all_tokens
 
     # tokens made with a passkey proof may have been made with this one
     revoke_all_tokens(actor, "passkey_removed", proofs=frozenset({"passkey"}))
@@ -316,7 +316,7 @@ def remove_all_passkeys(actor: User | None, user: User) -> int:
         db.delete(passkey)
     user.passkeys.clear()
     end_all_sessions(user)
-    from app.auth.service import revoke_all_tokens
+    from app.auth.tokens import revoke_all_tokens
 
     revoke_all_tokens(user, "passkey_removed", proofs=frozenset({"passkey"}),
                       actor=actor or "cli")

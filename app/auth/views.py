@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from app import access, logredact, state
 from app.auth import mfa, service, throttle
+from app.auth import tokens as tokens_service
 from app.auth.forms import (
     AcceptInvitationForm,
     ChangePasswordForm,
@@ -407,10 +408,10 @@ def fresh_token_proof() -> str:
     from app.auth.passkey_views import REAUTH_SECONDS, fresh_proof
 
     confirmed = fresh_proof()
-    if confirmed in service.FRESH_SECOND_FACTOR:
+    if confirmed in tokens_service.FRESH_SECOND_FACTOR:
         return str(confirmed)
     proof = session.get("auth_proof")
-    if proof in service.FRESH_SECOND_FACTOR and \
+    if proof in tokens_service.FRESH_SECOND_FACTOR and \
             time.time() - session.get("login_at", 0) <= REAUTH_SECONDS:
         return str(proof)
     return "password"
@@ -421,13 +422,13 @@ def fresh_token_proof() -> str:
 def tokens() -> Any:
     user = current_user._get_current_object()
     form = TokenForm()
-    form.scopes.choices = [(s, SCOPE_LABELS[s]) for s in service.allowed_scopes(user)]
+    form.scopes.choices = [(s, SCOPE_LABELS[s]) for s in tokens_service.allowed_scopes(user)]
     policy = state.policy()
     new_token = None
     proof = fresh_token_proof()
     if form.validate_on_submit():
         try:
-            _, new_token = service.create_token(
+            _, new_token = tokens_service.create_token(
                 user, form.name.data or "", proof=proof,
                 scopes=form.scopes.data or [], days=form.days.data)
         except ServiceError as exc:
@@ -438,7 +439,7 @@ def tokens() -> Any:
     ).all()
     mfa_levels = [lv for lv in policy.levels if lv.mfa and lv.api_tokens]
     return render_template("auth/tokens.html", form=form, tokens=listed, new_token=new_token,
-                           empty=EmptyForm(), fresh=proof in service.FRESH_SECOND_FACTOR,
+                           empty=EmptyForm(), fresh=proof in tokens_service.FRESH_SECOND_FACTOR,
                            mfa_levels=mfa_levels, policy_days=(policy.token_default_days,
                                                                policy.token_max_days),
                            expired={t.id for t in listed
@@ -451,7 +452,7 @@ def tokens() -> Any:
 def revoke_token(token_id: int) -> Any:
     if not EmptyForm().validate_on_submit():
         abort(400)
-    service.revoke_token(current_user, token_id)
+    tokens_service.revoke_token(current_user, token_id)
     flash("Token revoked.", "success")
     return redirect(url_for("auth.tokens"))
 

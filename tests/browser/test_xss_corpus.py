@@ -36,7 +36,7 @@ from sqlalchemy import select
 
 from app import state
 from app.attachments import service as attachments
-from app.auth import service as users
+from app.auth import tokens as api_tokens
 from app.auth.models import User
 from app.db import db
 from app.findings import service as findings
@@ -171,7 +171,7 @@ def build_corpus() -> Corpus:
                         description=marked(i + 5)))
     db.commit()
     for i in range(5):
-        users.create_token(admin, _one_line(marked(i), 80))
+        api_tokens.create_token(admin, _one_line(marked(i), 80))
 
     with notify.suppress_email():
         main = findings.create_finding(author, title=_one_line(marked(0), 300),

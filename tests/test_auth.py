@@ -795,6 +795,10 @@ def test_recovery_codes_have_80_bits_and_are_hashed_like_passwords(client):
     assert mfa.use_recovery_code(reload(user), codes[5].upper())
     db.commit()
     assert not mfa.use_recovery_code(reload(user), codes[5])
+    # typed without the dashes, it still works at sign-in
+    post_login(client, user.email, PASSWORD)
+    response = post_code(client, codes[2].replace("-", " "))
+    assert response.status_code == 302 and signed_in(client)
 
 
 def test_older_sha256_recovery_codes_still_work_once_and_ask_for_new_ones(client):

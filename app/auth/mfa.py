@@ -110,6 +110,13 @@ def _is_legacy(code_hash: str) -> bool:
     return len(code_hash) == 64 and not code_hash.startswith("$")
 
 
+def looks_like_recovery_code(code: str) -> bool:
+    """16 base32 characters (or 12 hex digits for older codes), dashes and spaces
+    optional: not a 6-digit authenticator code."""
+    plain = _normal_code(code or "")
+    return len(plain) in (12, 16) and plain.isascii() and plain.isalnum()
+
+
 def new_code() -> str:
     """One recovery code: 80 random bits as ``xxxx-xxxx-xxxx-xxxx`` (base32, lower case)."""
     raw = base64.b32encode(secrets.token_bytes(RECOVERY_CODE_BYTES)).decode().lower()

@@ -116,7 +116,7 @@ def second_factor(user: User, code: str) -> str:
     code = (code or "").strip()
     if mfa.verify_totp(user, code):
         return "totp"
-    if "-" in code and mfa.use_recovery_code(user, code):
+    if mfa.looks_like_recovery_code(code) and mfa.use_recovery_code(user, code):
         audit.record("recovery_code_used", actor=user, target_type="user", target_id=user.id,
                      remaining=mfa.remaining_recovery_codes(user))
         return "recovery_code"
@@ -320,7 +320,7 @@ def disable_mfa(user: User, password: str, code: str) -> None:
         raise ServiceError("The password is wrong.", field="password")
     code = (code or "").strip()
     if not (mfa.verify_totp(user, code)
-            or ("-" in code and mfa.use_recovery_code(user, code))):
+            or (mfa.looks_like_recovery_code(code) and mfa.use_recovery_code(user, code))):
         audit.record("mfa_disable_refused", actor=user, target_type="user",
                      target_id=user.id, reason="code")
         db.commit()

@@ -163,6 +163,7 @@ def _register_blueprints(app: Flask) -> None:
     from app.ops import bp as ops_bp
     from app.orgs.views import bp as orgs_bp
     from app.publish.views import bp as public_bp
+    from app.reactions.views import bp as reactions_bp
     from app.review.views import bp as review_bp
     from app.scim.views import bp as scim_bp
     from app.sso.views import bp as sso_bp
@@ -176,6 +177,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(admin_bp)
     app.register_blueprint(findings_bp)
     app.register_blueprint(categories_bp)
+    app.register_blueprint(reactions_bp)
     app.register_blueprint(notifications_bp)
     app.register_blueprint(attachments_bp)
     app.register_blueprint(review_bp)

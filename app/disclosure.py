@@ -9,6 +9,10 @@ decides on its own. The rule (docs/decisions.md, "The disclosure rule"):
 * Nobody learns anything about a finding they cannot read (the caller shows nothing).
 * The **author** of a finding, the **author of a reply** and the **uploader** of a file are
   shown to every reader of the finding (the finding page shows them anyway).
+* A **reactor** (someone who agreed, disagreed or reacted to a finding or a reply) is
+  shown to every reader of the finding only while the reactor can still read it too
+  (:func:`reactors`); once they cannot (a level raised, a compartment narrowed, a
+  clearance lowered), their response still counts but nobody else learns their name.
 * The parts of the review are named only to those the review rules let see names:
   **admins** (in good standing) and **eligible reviewers** of the finding
   (``rules.exclusion(...) is None``: not its author, not of the author's organization or an
@@ -41,6 +45,7 @@ class Part(enum.StrEnum):
     AUTHOR = "author"
     REPLIER = "replier"
     UPLOADER = "uploader"
+    REACTOR = "reactor"
     REQUESTER = "requester"
     FLAGGER = "flagger"
     REVIEWER = "reviewer"
@@ -54,6 +59,7 @@ ROLE_LABELS: dict[Part, str] = {
     Part.AUTHOR: "the author",
     Part.REPLIER: "a member",
     Part.UPLOADER: "a member",
+    Part.REACTOR: "a member",
     Part.REQUESTER: "an administrator",
     Part.FLAGGER: "a member",
     Part.REVIEWER: "a reviewer",
@@ -61,7 +67,7 @@ ROLE_LABELS: dict[Part, str] = {
     Part.SYSTEM: "Enclave",
 }
 
-_OPEN_PARTS = frozenset({Part.AUTHOR, Part.REPLIER, Part.UPLOADER})
+_OPEN_PARTS = frozenset({Part.AUTHOR, Part.REPLIER, Part.UPLOADER, Part.REACTOR})
 
 
 def _authenticated(viewer: Any) -> bool:
@@ -96,6 +102,7 @@ class For:
         self.viewer = viewer
         self._reads: dict[int, bool] = {}
         self._names: dict[tuple[int, frozenset[int]], bool] = {}
+        self._others_read: dict[tuple[int, int], bool] = {}
 
     @classmethod
     def of(cls, viewer: Any) -> For:
@@ -105,6 +112,13 @@ class For:
         if finding.id not in self._reads:
             self._reads[finding.id] = access.can_read(self.viewer, finding)
         return self._reads[finding.id]
+
+    def other_can_read(self, user: Any, finding: Finding) -> bool:
+        """Can ``user`` (someone named on the page, not the viewer) read ``finding``?"""
+        key = (user.id, finding.id)
+        if key not in self._others_read:
+            self._others_read[key] = access.can_read(user, finding)
+        return self._others_read[key]
 
     def _review_names(self, finding: Finding, owners: frozenset[int]) -> bool:
         key = (finding.id, owners)
@@ -190,6 +204,26 @@ def username(viewer: Any, actor: Any, part: Part, finding: Finding, *,
 
 
 # ---------------------------------------------------------------- parts of common rows
+
+
+def reactors(viewer: Any, finding: Finding, users: Iterable[Any]) -> tuple[list[Person], int]:
+    """The people who gave one response on ``finding`` (or one of its replies) as
+    ``viewer`` may see them: (the named ones, how many others). A reactor is named to the
+    viewer when the viewer may learn a :attr:`Part.REACTOR` (every reader of the finding,
+    and the reactor themselves) and the reactor can still read the finding; the others are
+    only counted."""
+    viewer = For.of(viewer)
+    named: list[Person] = []
+    others = 0
+    for user in users:
+        if (viewer.may_learn(user.id, Part.REACTOR, finding)
+                and (user.id == getattr(viewer.viewer, "id", None)
+                     or viewer.other_can_read(user, finding))):
+            named.append(Person(user.display_name, user.username, user.org.name, user.id))
+        else:
+            others += 1
+    return named, others
+
 
 
 def flag_people(viewer: Any, flag: Any) -> tuple[Person, Person | None]:

@@ -23,6 +23,7 @@ from app.findings.models import (
 from app.ndas.models import NdaAcknowledgement
 from app.notifications.models import Notification, Watch
 from app.orgs.models import Organization, OrgDomain
+from app.reactions.models import FindingReaction, ReplyReaction
 from app.review.models import (
     ConflictDeclaration,
     Escalation,
@@ -42,8 +43,9 @@ from app.traceability.models import AttachmentCopy
 __all__ = [
     "ApiToken", "Attachment", "AttachmentCopy", "AuditEntry", "ContentJob", "Category",
     "ExpiryNotice", "Finding", "FindingOrg", "FindingRead",
-    "FindingRevision", "Invitation", "NdaAcknowledgement", "Notification", "OrgDomain",
-    "Organization", "Passkey", "PasswordReset", "RecoveryCode", "Reply", "User", "Watch",
+    "FindingReaction", "FindingRevision", "Invitation", "NdaAcknowledgement", "Notification",
+    "OrgDomain", "Organization", "Passkey", "PasswordReset", "RecoveryCode", "Reply",
+    "ReplyReaction", "User", "Watch",
     "ConflictDeclaration", "Escalation", "Flag", "OrgAffiliation", "RequestAttachment",
     "Review", "ReviewComment", "ReviewEvent", "ReviewRequest", "FormSubmission",
     "OrgSso", "ScimToken", "SsoSession",

@@ -646,6 +646,8 @@ ROUTES: dict[str, R] = {
                           json_answers=True),
     "findings.preview_new": R(("POST",), form={"body": "Me *too*"}, json_answers=True),
     "findings.watch": R(("POST",), target="finding", gate="read", form={}),
+    "reactions.finding": R(("POST",), target="finding", gate="read", form={"kind": "agree"}),
+    "reactions.reply": R(("POST",), target="reply", gate="read", form={"kind": "agree"}),
     "findings.lock": R(("POST",), target="finding", gate="admin+read", form={}),
     "findings.move": R(("POST",), target="finding", gate="admin+read",
                        form={"category": "steering"}),

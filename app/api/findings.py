@@ -17,6 +17,7 @@ from app.findings import search as search_service
 from app.findings import service
 from app.findings.models import Category, Finding, Reply
 from app.notifications import service as notify
+from app.reactions import service as reactions
 from app.submissions.service import AlreadySubmitted
 
 FINDING_FIELDS = {"title", "body", "level", "orgs", "category", "locked"}
@@ -45,7 +46,8 @@ def finding_json(finding: Finding) -> dict[str, Any]:
     }
 
 
-def reply_json(reply: service.ReplyView, moderator: bool) -> dict[str, Any]:
+def reply_json(reply: service.ReplyView, moderator: bool,
+               responses: reactions.Responses | None = None) -> dict[str, Any]:
     shown = not reply.hidden or moderator
     return {
         "id": reply.id,
@@ -55,6 +57,7 @@ def reply_json(reply: service.ReplyView, moderator: bool) -> dict[str, Any]:
         "hidden_reason": reply.hidden_reason if reply.hidden else None,
         "body": reply.body if shown else None,
         "body_html": reply.html if shown else None,
+        "responses": (responses or reactions.empty()).as_json(),
     }
 
 
@@ -66,11 +69,13 @@ def _full(finding: Finding) -> dict[str, Any]:
     pages = page.pages
     for n in range(2, pages + 1):
         replies.extend(service.replies_page(user, finding, n).items)
+    responses = reactions.responses(user, finding, [r.id for r in replies if not r.hidden])
     return {**finding_json(finding), "body": finding.body,
             "body_html": service.body_html(finding),
             "revisions": service.revision_count(finding),
             "version": finding.version,
-            "replies": [reply_json(r, moderator) for r in replies],
+            "responses": responses.finding.as_json(),
+            "replies": [reply_json(r, moderator, responses.reply(r.id)) for r in replies],
             "attachments": [
                 attachments.summary(a, url_for("api.download_attachment", attachment_id=a.id))
                 for a in attachments.list_for_finding(user, finding)

@@ -299,7 +299,19 @@ SCHEMAS.update({
                              "created_at": _STR, "hidden": {"type": "boolean"},
                              "hidden_reason": {"type": ["string", "null"]},
                              "body": {"type": ["string", "null"]},
-                             "body_html": {"type": ["string", "null"]}}},
+                             "body_html": {"type": ["string", "null"]},
+                             "responses": {"type": "array", "items": ref("Response")}}},
+    "Response": {
+        "type": "object", "required": ["kind", "label", "count", "mine", "people", "others"],
+        "description": "one kind of response (agree, disagree, insightful, needs_evidence, "
+                       "unclear) to a finding or a reply: one per reader per kind",
+        "properties": {"kind": _STR, "label": _STR, "count": {"type": "integer"},
+                       "mine": {"type": "boolean"},
+                       "people": {"type": "array", "items": _STR,
+                                  "description": "usernames of those who responded that "
+                                                 "the disclosure rule lets you learn"},
+                       "others": {"type": "integer",
+                                  "description": "how many more responded, unnamed"}}},
     "SearchHit": {"allOf": [ref("Finding"), {"type": "object", "properties": {
         "score": {"type": "number"},
         "snippet_html": {"type": "string", "description": "escaped text with <mark> tags"},
@@ -326,6 +338,7 @@ SCHEMAS["FindingFull"] = {"allOf": [ref("Finding"), {"type": "object", "properti
     "body": _STR, "body_html": _STR, "revisions": {"type": "integer"},
     "version": {"type": "integer", "description": "moves with every edit; the ETag is "
                                                   "\"v<version>\""},
+    "responses": {"type": "array", "items": ref("Response")},
     "replies": {"type": "array", "items": ref("Reply")}}}]}
 operation("get", "/categories", "Categories (research areas)",
           response={"type": "object", "properties": {"items": {"type": "array",

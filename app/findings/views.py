@@ -36,6 +36,7 @@ from app.findings.forms import (
 )
 from app.findings.models import Finding
 from app.notifications import service as notify
+from app.reactions import service as reactions
 from app.submissions.service import AlreadySubmitted
 from app.traceability import viewing
 from app.web import (
@@ -262,6 +263,8 @@ def _render_show(finding: Finding, reply_form: ReplyForm, status: int = 200) -> 
         watching=notify.is_watching_finding(current_user, finding),
         revisions=service.revision_count(finding),
         empty_form=EmptyForm(), hide_form=HideForm(), move_form=move_form,
+        responses=reactions.responses(current_user, finding,
+                                      [r.id for r in page.items if not r.hidden]),
         page_marking=state.policy().level(finding.level)), status
 
 

@@ -144,3 +144,15 @@ def request_for_review(user: Any, request_id: Any) -> ReviewRequest:
     if req is None or not (rules.is_reviewer(user) and access.can_read(user, req.finding)):
         hidden()
     return req
+
+
+def released_or_404(item_id: Any) -> ReviewRequest:
+    """A released public version (the public pages, feed and API): anything else, an
+    unreleased, withdrawn or declassification request included, is missing."""
+    from app.review.models import ReviewRequest
+    from app.review.rules import RELEASED
+
+    req = db.get(ReviewRequest, item_id) if isinstance(item_id, int) else None
+    if req is None or req.kind != "publication" or req.state != RELEASED:
+        hidden()
+    return req

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Select, select
 
+from app import visibility
 from app.attachments import service as attachments
 from app.attachments.models import Attachment
 from app.db import db
@@ -49,10 +50,7 @@ def latest(limit: int) -> list[ReviewRequest]:
 
 
 def get_public(item_id: int) -> ReviewRequest:
-    req = db.get(ReviewRequest, item_id)
-    if req is None or req.kind != "publication" or req.state != RELEASED:
-        raise NotFound()
-    return req
+    return visibility.released_or_404(item_id)
 
 
 def public_file(item_id: int, file_id: int) -> tuple[RequestAttachment, Attachment]:

@@ -18,6 +18,8 @@ from tests.factories import login, make_finding, make_org, make_user
 
 _NONCE = re.compile(r'nonce="[^"]*"|nonce=[^\s;"]+')
 _RID = re.compile(r"request [0-9a-f]{16}")
+_CSRF = re.compile(r'name="csrf_token" type="hidden" value="[^"]*"|value="[^"]*" name="csrf_token"'
+                   r'|name="csrf_token" value="[^"]*"')
 
 
 def _world():  # type: ignore[no-untyped-def]
@@ -100,7 +102,7 @@ def test_responses_on_replies_and_the_script_s_json_answer(app, client):
     assert body["kind"] == "disagree" and body["on"] is True
     disagree = next(t for t in body["responses"] if t["kind"] == "disagree")
     assert disagree == {"kind": "disagree", "label": "Disagree", "count": 1, "mine": True,
-                        "people": ["bob"], "others": 0}
+                        "people": ["bob"], "names": ["Bob Tester"], "others": 0}
     assert _count(ReplyReaction, reply_id=reply.id) == 1
     shown = client.get(page).text
     assert _button(shown, f"responses-reply-{reply.id}", "disagree") == ("true", "1")
@@ -139,6 +141,7 @@ def test_unknown_kind_locked_finding_and_hidden_reply_change_nothing(app, client
 
 
 def _normal(text: str) -> str:
+    text = _CSRF.sub("<CSRF>", text)
     return _RID.sub("request <RID>", _NONCE.sub("nonce=<N>", text))
 
 
@@ -211,7 +214,8 @@ def test_the_api_serializes_responses_with_names_by_the_rule(app, client, api_to
     body = client.get(f"/api/v1/findings/{finding.id}", headers=api_token(author)).get_json()
     insightful = next(t for t in body["responses"] if t["kind"] == "insightful")
     assert insightful == {"kind": "insightful", "label": "Insightful", "count": 2,
-                          "mine": False, "people": ["bob"], "others": 1}
+                          "mine": False, "people": ["bob"], "names": ["Bob Tester"],
+                          "others": 1}
     unclear = next(t for t in body["replies"][0]["responses"] if t["kind"] == "unclear")
     assert unclear["count"] == 1 and unclear["people"] == ["cyd"]
     assert [t["kind"] for t in body["responses"]] == list(reactions.KIND_KEYS)

@@ -302,7 +302,8 @@ SCHEMAS.update({
                              "body_html": {"type": ["string", "null"]},
                              "responses": {"type": "array", "items": ref("Response")}}},
     "Response": {
-        "type": "object", "required": ["kind", "label", "count", "mine", "people", "others"],
+        "type": "object", "required": ["kind", "label", "count", "mine", "people", "names",
+                                       "others"],
         "description": "one kind of response (agree, disagree, insightful, needs_evidence, "
                        "unclear) to a finding or a reply: one per reader per kind",
         "properties": {"kind": _STR, "label": _STR, "count": {"type": "integer"},
@@ -310,6 +311,8 @@ SCHEMAS.update({
                        "people": {"type": "array", "items": _STR,
                                   "description": "usernames of those who responded that "
                                                  "the disclosure rule lets you learn"},
+                       "names": {"type": "array", "items": _STR,
+                                 "description": "their display names, in the same order"},
                        "others": {"type": "integer",
                                   "description": "how many more responded, unnamed"}}},
     "SearchHit": {"allOf": [ref("Finding"), {"type": "object", "properties": {

@@ -104,6 +104,7 @@ class Tally:
     def as_json(self) -> dict[str, Any]:
         return {"kind": self.kind.key, "label": self.kind.label, "count": self.count,
                 "mine": self.mine, "people": [p.username for p in self.named],
+                "names": [p.label for p in self.named],
                 "others": self.others}
 
 

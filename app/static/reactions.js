@@ -22,7 +22,9 @@
       var label = document.createElement("strong");
       label.textContent = t.label + ":";
       item.appendChild(label);
-      var text = " " + t.people.map(function (u) { return "@" + u; }).join(", ");
+      var text = " " + t.people.map(function (u, i) {
+        return t.names[i] + " (@" + u + ")";
+      }).join(", ");
       if (t.others) {
         text += (t.people.length ? " and " : "") + t.others + " " +
           (t.people.length ? "other" : "member") + (t.others > 1 ? "s" : "") + " you cannot see";

@@ -645,6 +645,10 @@ ROUTES: dict[str, R] = {
     "findings.preview": R(("POST",), target="finding", gate="read", form={"body": "Me *too*"},
                           json_answers=True),
     "findings.preview_new": R(("POST",), form={"body": "Me *too*"}, json_answers=True),
+    # people who can read the finding; "zz" matches no seeded name (a reader may learn
+    # who else can read it, by name: docs/writing.md)
+    "findings.mentions": R(("GET",), target="finding", gate="read",
+                           query=({"q": "zz"},)),
     "findings.watch": R(("POST",), target="finding", gate="read", form={}),
     "reactions.finding": R(("POST",), target="finding", gate="read", form={"kind": "agree"}),
     "reactions.reply": R(("POST",), target="reply", gate="read", form={"kind": "agree"}),

@@ -311,6 +311,17 @@ def preview(finding_id: int) -> Any:
     return _preview(finding)
 
 
+@bp.get("/<int:finding_id>/mentions")
+@member_required
+@limiter.limit(PREVIEW_LIMIT, key_func=user_or_address)
+def mentions(finding_id: int) -> Any:
+    """JSON ``{"people": [{"username", "name"}]}``: whom the editor may suggest after
+    ``@`` (``?q=`` the typed start): only people who can read this finding."""
+    finding = service.get_finding(current_user, finding_id)  # the gate, before the query
+    people = notify.mention_suggestions(current_user, finding, request.args.get("q", ""))
+    return jsonify({"people": people})
+
+
 @bp.post("/<int:finding_id>/replies")
 @member_required
 def reply(finding_id: int) -> Any:

@@ -109,6 +109,37 @@ def watched_category_ids(user: User) -> set[int]:
                                                           Watch.category_id.is_not(None))))
 
 
+# ---------------------------------------------------------------- suggesting
+
+MENTION_PREFIX_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,38}")
+MAX_SUGGESTIONS = 8
+_SUGGESTION_CANDIDATES = 60
+
+
+def mention_suggestions(user: Any, finding: Finding, prefix: str) -> list[dict[str, str]]:
+    """People ``user`` could @mention in ``finding``: active members whose username or
+    display name starts with ``prefix`` and who can read the finding now (access
+    checked by the caller for ``user``). Nobody who cannot read it is suggested: that
+    would tell who exists at a level they cannot reach, and they would not be notified
+    anyway. Up to :data:`MAX_SUGGESTIONS`, by username."""
+    prefix = (prefix or "").strip().lower()
+    if not MENTION_PREFIX_RE.fullmatch(prefix):
+        return []
+    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    candidates = db.scalars(
+        select(User).where(User.is_active.is_(True), User.id != user.id,
+                           or_(func.lower(User.username).like(pattern, escape="\\"),
+                               func.lower(User.display_name).like(pattern, escape="\\")))
+        .order_by(User.username).limit(_SUGGESTION_CANDIDATES)).unique().all()
+    out: list[dict[str, str]] = []
+    for person in candidates:
+        if access.can_read(person, finding):
+            out.append({"username": person.username, "name": person.display_name})
+            if len(out) == MAX_SUGGESTIONS:
+                break
+    return out
+
+
 # ---------------------------------------------------------------- creating
 
 

@@ -83,6 +83,117 @@
     });
   }
 
+  // @mention suggestions (data-mentions-url): after "@" and a letter or two, the server
+  // lists people who can read this finding (nobody else); arrows choose, Enter or Tab
+  // inserts, Escape closes.
+  function setupMentions(area, url, n) {
+    var list = document.createElement("ul");
+    list.className = "mention-list";
+    list.id = n + "-mentions";
+    list.setAttribute("role", "listbox");
+    list.setAttribute("aria-label", "People who can read this finding");
+    list.hidden = true;
+    area.parentNode.insertBefore(list, area.nextSibling);
+    area.setAttribute("aria-autocomplete", "list");
+    area.setAttribute("aria-controls", list.id);
+    var timer = null;
+    var items = [];
+    var active = -1;
+    var seq = 0;
+
+    function word() {
+      var upto = area.value.slice(0, area.selectionStart);
+      var m = /(^|[^\w@.\/+-])@([A-Za-z0-9][A-Za-z0-9_.-]{0,38})$/.exec(upto);
+      return m ? { prefix: m[2], start: upto.length - m[2].length } : null;
+    }
+
+    function close() {
+      list.hidden = true;
+      list.textContent = "";
+      items = [];
+      active = -1;
+      area.removeAttribute("aria-activedescendant");
+      area.setAttribute("aria-expanded", "false");
+    }
+
+    function mark() {
+      var options = list.children;
+      for (var i = 0; i < options.length; i += 1) {
+        options[i].setAttribute("aria-selected", i === active ? "true" : "false");
+      }
+      if (active >= 0) { area.setAttribute("aria-activedescendant", list.id + "-" + active); }
+    }
+
+    function choose(i) {
+      var w = word();
+      if (!w || !items[i]) { close(); return; }
+      var before = area.value.slice(0, w.start);
+      var after = area.value.slice(area.selectionStart);
+      var insert = items[i].username + " ";
+      area.value = before + insert + after;
+      var pos = before.length + insert.length;
+      area.setSelectionRange(pos, pos);
+      close();
+      area.focus();
+    }
+
+    function render(people) {
+      list.textContent = "";
+      items = people;
+      active = people.length ? 0 : -1;
+      people.forEach(function (person, i) {
+        var li = document.createElement("li");
+        li.id = list.id + "-" + i;
+        li.setAttribute("role", "option");
+        var handle = document.createElement("strong");
+        handle.textContent = "@" + person.username;
+        li.appendChild(handle);
+        li.appendChild(document.createTextNode(" " + person.name));
+        li.addEventListener("mousedown", function (e) { e.preventDefault(); choose(i); });
+        list.appendChild(li);
+      });
+      list.hidden = !people.length;
+      area.setAttribute("aria-expanded", people.length ? "true" : "false");
+      mark();
+    }
+
+    area.addEventListener("input", function () {
+      clearTimeout(timer);
+      var w = word();
+      if (!w) { close(); return; }
+      timer = setTimeout(function () {
+        var mine = ++seq;
+        fetch(url + "?q=" + encodeURIComponent(w.prefix), {
+          credentials: "same-origin", headers: { "Accept": "application/json" }
+        }).then(function (r) { return r.ok ? r.json() : { people: [] }; })
+          .then(function (data) { if (mine === seq) { render(data.people || []); } })
+          .catch(close);
+      }, 150);
+    });
+    area.addEventListener("keydown", function (e) {
+      if (list.hidden || !items.length) { return; }
+      if (e.key === "ArrowDown") {
+        active = (active + 1) % items.length; mark(); e.preventDefault();
+      } else if (e.key === "ArrowUp") {
+        active = (active - 1 + items.length) % items.length; mark(); e.preventDefault();
+      } else if (e.key === "Enter" || e.key === "Tab") {
+        e.preventDefault(); choose(active);
+      } else if (e.key === "Escape") {
+        close();
+      }
+    });
+    area.addEventListener("blur", function () { setTimeout(close, 150); });
+  }
+
+  var mentionEditors = document.querySelectorAll(".editor[data-mentions-url]");
+  for (var j = 0; j < mentionEditors.length; j += 1) {
+    var box = mentionEditors[j].querySelector("textarea");
+    if (box) {
+      setupMentions(box, mentionEditors[j].getAttribute("data-mentions-url"),
+                    box.id || "editor" + j);
+    }
+  }
+
   var editors = document.querySelectorAll(".editor[data-preview-url]");
   for (var i = 0; i < editors.length; i += 1) { setup(editors[i]); }
 }());

@@ -208,3 +208,31 @@ def test_the_preview_tab_renders_on_the_server(browser, live_server):  # type: i
     assert area.input_value().startswith("Agreed")  # the text is untouched
     assert problems == []
     context.close()
+
+
+def test_mention_suggestions_offer_only_readers(browser, live_server):  # type: ignore[no-untyped-def]
+    org = make_org("northlight")
+    author = make_user(org, name="alice", clearance="network", mfa_on=False)
+    make_user(org, name="nina", clearance="network", mfa_on=False)
+    make_user(org, name="nick", clearance="public", mfa_on=False)  # cannot read it
+    finding = make_finding(author, level="network", title="Mentions", body="Body.")
+    context = browser.new_context(viewport={"width": 390, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20000)
+    page.goto(f"{live_server}/login")
+    page.fill('input[name="email"]', author.email)
+    page.fill('input[name="password"]', PASSWORD)
+    page.click('button[type="submit"]')
+    page.wait_for_url(f"{live_server}/home")
+    page.goto(f"{live_server}/findings/{finding.id}")
+    area = page.locator("form textarea[name=body]")
+    area.click()
+    area.press_sequentially("Thanks @ni", delay=30)
+    options = page.locator(".mention-list [role=option]")
+    options.first.wait_for()
+    assert options.count() == 1 and options.first.inner_text().startswith("@nina")
+    screenshot(page, "writing-mentions-390")
+    area.press("Enter")
+    assert area.input_value() == "Thanks @nina "
+    assert page.locator(".mention-list").is_hidden()
+    context.close()

@@ -3,6 +3,7 @@ returns exactly the findings the Python form allows, over random worlds."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
@@ -103,6 +104,25 @@ def test_a_passkey_level_needs_a_passkey_proof_not_just_a_passkey(app):
     assert access.denial(no_factor, confidential) is Denial.MFA
 
 
+def test_a_level_closed_to_tokens_is_closed_in_both_forms(app):
+    default = app.extensions["enclave.policy"]
+    app.extensions["enclave.policy"] = dataclasses.replace(default, levels=tuple(
+        dataclasses.replace(lv, api_tokens=lv.key != "restricted") for lv in default.levels))
+    try:
+        reader = make_user(make_org(), clearance="restricted")
+        network = make_finding(reader, level="network")
+        restricted = make_finding(reader, level="restricted")
+        access.assume_proof(reader, "passkey")
+        assert access.can_read(reader, restricted)
+        assert set(db.scalars(access.visible_findings(reader)).all()) >= {network, restricted}
+        access.assume_proof(reader, "passkey", token=True)
+        assert not access.can_read(reader, restricted) and access.can_read(reader, network)
+        assert restricted not in db.scalars(access.visible_findings(reader)).all()
+        assert access.readable_levels(reader) == {"public", "network"}
+    finally:
+        app.extensions["enclave.policy"] = default
+
+
 def test_denial_reports_nda_and_mfa_only_to_otherwise_cleared_readers(app):
     org = make_org()
     author = make_user(org)
@@ -139,6 +159,8 @@ user_spec = st.fixed_dictionaries({
     "proof": st.sampled_from([None, "password", "totp", "recovery_code", "passkey",
                               "operator"]),
     "active": st.sampled_from([True, True, True, False]),
+    # asking through an API token (the policy below closes Restricted to tokens)
+    "token": st.booleans(),
 })
 finding_spec = st.fixed_dictionaries({
     "author": st.integers(0, 7),
@@ -167,7 +189,7 @@ def _build_world(spec, now):
     for u in spec["users"]:
         user = make_user(orgs[u["org"]], clearance=u["clearance"], ndas=u["ndas"],
                          mfa_on=u["mfa"], active=u["active"], passkey=u["passkey"])
-        access.assume_proof(user, u["proof"])
+        access.assume_proof(user, u["proof"], token=u["token"])
         if u["expires_in"] is not None:
             user.clearance_expires_at = now + timedelta(days=u["expires_in"])
         for ack in db.scalars(select(NdaAcknowledgement)
@@ -192,6 +214,10 @@ def _build_world(spec, now):
 @given(spec=world_spec)
 def test_sql_form_agrees_with_python_form(app, clock, spec):
     now = clock.now()
+    default = app.extensions["enclave.policy"]
+    # the default policy with Restricted closed to API tokens (``api_tokens = false``)
+    app.extensions["enclave.policy"] = dataclasses.replace(default, levels=tuple(
+        dataclasses.replace(lv, api_tokens=lv.key != "restricted") for lv in default.levels))
     try:
         users, findings = _build_world(spec, now)
         policy = state.policy()
@@ -236,10 +262,12 @@ def test_sql_form_agrees_with_python_form(app, clock, spec):
                             and signed_in_time() for k in level.ndas)
                     and (second or not level.mfa)
                     and (phishing_resistant or level.mfa != "passkey")
+                    and (level.api_tokens or not u_spec["token"])
                     and (not f.compartmented or user.org_id in f.compartment_org_ids)
                 )
                 assert access.can_read(user, f) == expected
     finally:
+        app.extensions["enclave.policy"] = default
         empty_database()
 
 

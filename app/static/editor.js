@@ -32,6 +32,8 @@
 
     area.parentNode.insertBefore(tabs, area);
     area.parentNode.insertBefore(pane, area.nextSibling);
+    var tools = toolbar(area);
+    tabs.appendChild(tools);
 
     function tab(label, selected) {
       var b = document.createElement("button");
@@ -49,6 +51,7 @@
       show.setAttribute("aria-selected", previewing ? "true" : "false");
       area.hidden = previewing;
       pane.hidden = !previewing;
+      tools.hidden = previewing;
     }
 
     function message(text) {
@@ -80,6 +83,103 @@
           pane.innerHTML = res.data.html;
         }
       }).catch(function () { message("The preview failed: the server did not answer."); });
+    });
+  }
+
+  // A few formatting buttons: each wraps the selection (or a placeholder word) in the
+  // Markdown for it, or starts the selected lines with it.
+  var FORMATS = [
+    { label: "B", name: "Bold", before: "**", after: "**", word: "bold" },
+    { label: "I", name: "Italic", before: "_", after: "_", word: "italic" },
+    { label: "</>", name: "Code", before: "`", after: "`", word: "code" },
+    { label: "∑", name: "Math", before: "$", after: "$", word: "x^2" },
+    { label: "Link", name: "Link", before: "[", after: "](https://)", word: "text" },
+    { label: "❝", name: "Quote", line: "> " },
+    { label: "•", name: "List", line: "- " }
+  ];
+
+  function toolbar(area) {
+    var bar = document.createElement("div");
+    bar.className = "editor-tools";
+    bar.setAttribute("role", "group");
+    bar.setAttribute("aria-label", "Formatting");
+    FORMATS.forEach(function (f) {
+      var b = document.createElement("button");
+      b.type = "button";
+      b.className = "editor-tool";
+      b.textContent = f.label;
+      b.title = f.name;
+      b.setAttribute("aria-label", f.name);
+      b.addEventListener("click", function () { apply(area, f); });
+      bar.appendChild(b);
+    });
+    return bar;
+  }
+
+  function apply(area, f) {
+    var start = area.selectionStart;
+    var end = area.selectionEnd;
+    var text = area.value;
+    var chosen = text.slice(start, end);
+    var replaced;
+    var selStart;
+    var selEnd;
+    if (f.line) {
+      var lineStart = text.lastIndexOf("\n", start - 1) + 1;
+      var block = text.slice(lineStart, end) || "";
+      replaced = block.split("\n").map(function (l) { return f.line + l; }).join("\n");
+      area.value = text.slice(0, lineStart) + replaced + text.slice(end);
+      selStart = lineStart;
+      selEnd = lineStart + replaced.length;
+    } else {
+      var inner = chosen || f.word;
+      replaced = f.before + inner + f.after;
+      area.value = text.slice(0, start) + replaced + text.slice(end);
+      selStart = start + f.before.length;
+      selEnd = selStart + inner.length;
+    }
+    area.focus();
+    area.setSelectionRange(selStart, selEnd);
+    area.dispatchEvent(new Event("input", { bubbles: true }));
+  }
+
+  // "Quote" under each reply: puts the selected part of it (or all of it) into the reply
+  // box as a Markdown quote.
+  function setupQuotes() {
+    var box = document.querySelector("form .editor textarea[name=body]");
+    var replies = document.querySelectorAll("article.reply:not(.hidden-reply)");
+    if (!box || !replies.length || !box.closest("form").querySelector("[type=submit]")) {
+      return;
+    }
+    Array.prototype.forEach.call(replies, function (reply) {
+      var prose = reply.querySelector(":scope > .prose");
+      if (!prose) { return; }
+      var b = document.createElement("button");
+      b.type = "button";
+      b.className = "link quote-reply";
+      b.textContent = "Quote";
+      var who = reply.querySelector(".meta");
+      b.setAttribute("aria-label", "Quote this reply" +
+                     (who ? " (" + who.textContent.split("·")[0].trim() + ")" : ""));
+      b.addEventListener("click", function () {
+        var sel = window.getSelection ? String(window.getSelection()) : "";
+        var inReply = sel && window.getSelection().anchorNode &&
+          prose.contains(window.getSelection().anchorNode);
+        var text = (inReply ? sel : prose.innerText).trim();
+        if (!text) { return; }
+        var quote = text.split("\n").map(function (l) { return "> " + l; }).join("\n");
+        var pos = box.selectionStart;
+        var value = box.value;
+        var lead = pos > 0 && value.charAt(pos - 1) !== "\n" ? "\n\n" : "";
+        var insert = lead + quote + "\n\n";
+        var writeTab = box.closest(".editor").querySelector(".editor-tab");
+        if (box.hidden && writeTab) { writeTab.click(); }
+        box.value = value.slice(0, pos) + insert + value.slice(pos);
+        box.focus();
+        box.setSelectionRange(pos + insert.length, pos + insert.length);
+        box.scrollIntoView({ block: "center" });
+      });
+      prose.parentNode.insertBefore(b, prose.nextSibling);
     });
   }
 
@@ -196,4 +296,5 @@
 
   var editors = document.querySelectorAll(".editor[data-preview-url]");
   for (var i = 0; i < editors.length; i += 1) { setup(editors[i]); }
+  setupQuotes();
 }());

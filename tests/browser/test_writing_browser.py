@@ -236,3 +236,36 @@ def test_mention_suggestions_offer_only_readers(browser, live_server):  # type: 
     assert area.input_value() == "Thanks @nina "
     assert page.locator(".mention-list").is_hidden()
     context.close()
+
+
+def test_formatting_buttons_and_quoting_a_reply(browser, live_server):  # type: ignore[no-untyped-def]
+    from app.findings import service as findings
+
+    org = make_org("northlight")
+    author = make_user(org, name="alice", clearance="network", mfa_on=False)
+    reader = make_user(org, name="nina", clearance="network", mfa_on=False)
+    finding = make_finding(author, level="network", title="Quotes", body="Body.")
+    findings.add_reply(reader, finding, "Heads 9.6 and 9.9 move names.\n\nSecond line.")
+    context = browser.new_context(viewport={"width": 390, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20000)
+    page.goto(f"{live_server}/login")
+    page.fill('input[name="email"]', author.email)
+    page.fill('input[name="password"]', PASSWORD)
+    page.click('button[type="submit"]')
+    page.wait_for_url(f"{live_server}/home")
+    page.goto(f"{live_server}/findings/{finding.id}")
+    area = page.locator("form textarea[name=body]")
+    page.locator("article.reply").get_by_role("button", name="Quote this reply").click()
+    assert area.input_value() == ("> Heads 9.6 and 9.9 move names.\n> \n> Second line.\n\n")
+    area.press("End")
+    area.type("Agreed")
+    area.evaluate("a => a.setSelectionRange(a.value.length - 6, a.value.length)")
+    page.get_by_role("button", name="Bold").click()
+    assert area.input_value().endswith("**Agreed**")
+    area.press("Control+End")
+    page.get_by_role("button", name="Math").click()  # nothing selected: a placeholder
+    assert "$x^2$" in area.input_value()
+    assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+    screenshot(page, "writing-editor-tools-390")
+    context.close()

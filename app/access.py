@@ -362,6 +362,14 @@ def require_readable(user: Any, finding: Finding, *, what: str = "read it") -> N
     if why is Denial.NDA:
         raise NdaRequired(f"Sign the agreement for this level to {what}.",
                           missing_ndas(user, finding.level))
+    s = _subject(user)
+    if why in (Denial.MFA, Denial.PASSKEY) and s is not None and s.token:
+        level = state.policy().level(finding.level)
+        reason = ("this level's policy allows no API tokens" if not level.api_tokens else
+                  "make a new token right after confirming your second factor (the "
+                  "account's tokens page)")
+        error = PasskeyRequired if why is Denial.PASSKEY else MfaRequired
+        raise error(f"This token cannot {what} at this level: {reason}.")
     if why is Denial.MFA:
         raise MfaRequired(f"Turn on two-factor authentication to {what} at this level.")
     if why is Denial.PASSKEY:

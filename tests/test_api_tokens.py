@@ -166,6 +166,8 @@ def test_a_token_reads_a_2fa_level_only_with_a_fresh_second_factor(client, app):
     assert get(client, f"/api/v1/findings/{secret.id}", fresh).status_code == 200
     refused = get(client, f"/api/v1/findings/{secret.id}", stale)
     assert refused.status_code == 403
+    assert refused.get_json()["error"]["code"] == "mfa_required"
+    assert "new token right after confirming" in refused.get_json()["error"]["message"]
     assert "restricted" not in get(client, "/api/v1/me", stale).get_json()["readable_levels"]
     # confirming (password and a code) makes the proof fresh again
     confirm = client.get("/account/confirm?next=/account/tokens")
@@ -197,7 +199,9 @@ def test_a_level_whose_policy_refuses_tokens_is_not_read_by_any_token(no_token_a
     secret = make_finding(user, level="restricted")
     _, token = api_tokens.create_token(user, "passkey", proof="passkey")
     assert get(client, f"/api/v1/findings/{network.id}", token).status_code == 200
-    assert get(client, f"/api/v1/findings/{secret.id}", token).status_code in (403, 404)
+    refused = get(client, f"/api/v1/findings/{secret.id}", token)
+    assert refused.status_code == 403
+    assert "allows no API tokens" in refused.get_json()["error"]["message"]
     listed = get(client, "/api/v1/findings", token).get_json()["items"]
     assert [f["id"] for f in listed] == [network.id]
 

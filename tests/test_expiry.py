@@ -168,6 +168,7 @@ def test_nda_signatures_need_renewing_after_renew_days(app, client, clock, api_t
     clock.advance(2 * DAY)  # a year and a day: lapsed at every level that asks
     org.vetted_at = clock.now()  # (the organization was re-vetted meanwhile)
     db.commit()
+    headers = api_token(reader)  # tokens live at most token_max_days: a new one
     r = client.get(f"/api/v1/findings/{secret.id}", headers=headers)
     assert r.status_code == 403 and r.get_json()["error"]["code"] == "nda_required"
     assert client.get("/api/v1/findings", headers=headers).get_json()["total"] == 0
@@ -205,11 +206,10 @@ def test_organization_trust_lapses_level_by_level_until_re_vetted(app, client, c
     author = make_user(org, name="alice")
     titles = {level: make_finding(author, level=level, title=f"{level} lantern").title
               for level in ("network", "restricted")}
-    headers = api_token(author)
-
     def listed() -> set[str]:
+        # a new token each time: tokens live at most token_max_days, the clock jumps years
         return {f["title"] for f in client.get("/api/v1/findings",
-                                              headers=headers).get_json()["items"]}
+                                              headers=api_token(author)).get_json()["items"]}
 
     def sign_again() -> None:
         """Keep the NDA signatures current: only the trust lapses here."""
@@ -224,7 +224,7 @@ def test_organization_trust_lapses_level_by_level_until_re_vetted(app, client, c
     clock.advance(366 * DAY)  # restricted and confidential ask for yearly re-vetting
     sign_again()
     assert listed() == {titles["network"]}
-    assert client.get("/api/v1/me", headers=headers).get_json()["effective_clearance"] \
+    assert client.get("/api/v1/me", headers=api_token(author)).get_json()["effective_clearance"] \
         == "network"
     org_json = client.get("/api/v1/admin/orgs",
                           headers=api_token(admin)).get_json()["items"]

@@ -7,7 +7,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from flask import Blueprint, current_app, g, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest
 
 from app import access, state
 from app.auth.models import Role, User
@@ -161,7 +161,7 @@ def _caused_by_depth(exc: BaseException) -> bool:
 def json_body() -> dict[str, Any]:
     try:
         data = request.get_json(silent=False)
-    except HTTPException as exc:  # malformed, not JSON, or nested too deeply
+    except BadRequest as exc:  # malformed, not JSON, or nested too deeply (a 413 passes)
         if _caused_by_depth(exc):
             raise ServiceError(f"The JSON body is nested too deeply (at most {MAX_DEPTH} "
                                "levels).", code="bad_json") from None

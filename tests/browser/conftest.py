@@ -12,6 +12,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from werkzeug.serving import make_server
@@ -49,12 +50,16 @@ def browser() -> Iterator[object]:
 def live_app(app, migrated, instance_dir) -> Iterator[tuple[str, object]]:  # type: ignore[no-untyped-def]
     """Serve a second app instance (same database) on a free port: its URL and the app
     (a test may swap its policy, as an operator editing policies/ and restarting would)."""
-    served = make_app(migrated, instance_dir)
-    server = make_server("127.0.0.1", 0, served, threaded=True)
+    apps: list[Any] = []  # the port comes first: the app builds its links from it
+    server = make_server("127.0.0.1", 0, lambda environ, start: apps[0](environ, start),
+                         threaded=True)
+    url = f"http://127.0.0.1:{server.server_port}"
+    served = make_app(migrated, instance_dir, base_url=url)
+    apps.append(served)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}", served
+        yield url, served
     finally:
         server.shutdown()
         thread.join(timeout=10)

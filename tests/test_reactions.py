@@ -222,3 +222,44 @@ def test_the_api_serializes_responses_with_names_by_the_rule(app, client, api_to
     # the unreadable finding is 404 in the API as before
     r = client.get(f"/api/v1/findings/{finding.id}", headers=api_token(low))
     assert r.status_code == 404
+
+
+def test_the_api_sets_responses_behind_the_gate(app, client, api_token):
+    author, reader, other, low, finding, secret = _world()
+    reply = findings.add_reply(author, finding, "A reply.")
+    secret_reply = findings.add_reply(author, secret, "Restricted reply.")
+    h = api_token(reader)
+    url = f"/api/v1/findings/{finding.id}/responses"
+    for _ in range(2):  # setting it twice is one response
+        r = client.post(url, json={"kind": "agree"}, headers=h)
+        assert r.status_code == 200 and r.get_json()["on"] is True
+    agree = next(t for t in r.get_json()["responses"] if t["kind"] == "agree")
+    assert agree["count"] == 1 and agree["mine"] is True
+    r = client.post(url, json={"kind": "agree", "on": False}, headers=h)
+    assert r.get_json()["on"] is False
+    assert _count(FindingReaction) == 0
+    r = client.post(f"/api/v1/replies/{reply.id}/responses", json={"kind": "unclear"},
+                    headers=h)
+    assert r.status_code == 200 and _count(ReplyReaction, reply_id=reply.id) == 1
+    for body, code in (({"kind": "love"}, "unknown_reaction"), ({}, "missing_field"),
+                       ({"kind": "agree", "on": "yes"}, "bad_field"),
+                       ({"kind": "agree", "who": 1}, "unknown_field")):
+        r = client.post(url, json=body, headers=h)
+        assert r.status_code == 400 and r.get_json()["error"]["code"] == code, body
+    # unreadable == missing, whatever the body
+    low_h = api_token(low)
+    for unreadable, missing in ((f"/api/v1/findings/{secret.id}/responses",
+                                 "/api/v1/findings/999999/responses"),
+                                (f"/api/v1/replies/{secret_reply.id}/responses",
+                                 "/api/v1/replies/999999/responses")):
+        for body in ({"kind": "agree"}, {"kind": "love"}, {}):
+            a = client.post(unreadable, json=body, headers=low_h)
+            b = client.post(missing, json=body, headers=low_h)
+            assert a.status_code == b.status_code == 404
+            assert a.get_json() == b.get_json()
+    assert _count(FindingReaction) == 0
+    # the spec's enum is the service's list
+    spec = client.get("/api/v1/openapi.json").get_json()
+    op = spec["paths"]["/findings/{id}/responses"]["post"]
+    schema = op["requestBody"]["content"]["application/json"]["schema"]
+    assert tuple(schema["properties"]["kind"]["enum"]) == reactions.KIND_KEYS

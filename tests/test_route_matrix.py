@@ -748,6 +748,8 @@ ROUTES: dict[str, R] = {
     "api.finding_patch": R(("PATCH",), target="finding", gate="read",
                            json={"title": "Taken over"}),
     "api.reply_create": R(("POST",), target="finding", gate="read", json={"body": "Me too"}),
+    "api.finding_respond": R(("POST",), target="finding", gate="read", json={"kind": "agree"}),
+    "api.reply_respond": R(("POST",), target="reply", gate="read", json={"kind": "agree"}),
     "api.list_attachments": R(("GET",), target="finding", gate="read"),
     "api.upload_attachment": R(("POST",), target="finding", gate="read", raw=True),
     "api.download_attachment": R(("GET",), target="attachment", gate="read"),

@@ -243,3 +243,40 @@ def notification_list() -> Any:
     body = page_json(page, item)
     body["unread"] = notify.unread_count(user)
     return body
+
+
+# ---------------------------------------------------------------- responses
+
+
+def _response_args() -> tuple[str, bool]:
+    data = json_body()
+    unknown = set(data) - {"kind", "on"}
+    if unknown:
+        raise ServiceError(f"Unknown field(s): {', '.join(sorted(unknown))}.",
+                           code="unknown_field")
+    on = data.get("on", True)
+    if not isinstance(on, bool):
+        raise ServiceError("'on' must be true or false.", code="bad_field", field="on")
+    return field(data, "kind"), on
+
+
+@bp.post("/findings/<int:id>/responses")
+def finding_respond(id: int) -> Any:
+    user = api_user()
+    finding = service.get_finding(user, id)  # the gate, before the body
+    kind, on = _response_args()
+    now = reactions.toggle_finding(user, finding, kind, on)
+    return {"kind": kind, "on": now,
+            "responses": reactions.responses(user, finding).finding.as_json()}
+
+
+@bp.post("/replies/<int:reply_id>/responses")
+def reply_respond(reply_id: int) -> Any:
+    user = api_user()
+    reply = service.get_reply(user, reply_id)  # the gate, before the body
+    finding = service.get_finding(user, reply.finding_id)
+    kind, on = _response_args()
+    now = reactions.toggle_reply(user, reply, finding, kind, on)
+    return {"kind": kind, "on": now,
+            "responses": reactions.responses(user, finding, [reply.id]).reply(reply.id)
+            .as_json()}

@@ -382,6 +382,19 @@ operation("post", "/findings/{id}/replies", "Reply (inherits the finding's acces
           status="201", response=ref("Reply"), idempotent=True,
           body={"type": "object", "required": ["body"], "properties": {"body": _STR}},
           errors=("400", "401", "403", "404", "409"))
+_RESPONDED = {"type": "object", "required": ["kind", "on", "responses"], "properties": {
+    "kind": _STR, "on": {"type": "boolean"},
+    "responses": {"type": "array", "items": ref("Response")}}}
+_RESPOND = {"type": "object", "required": ["kind"], "properties": {
+    "kind": {"enum": ["agree", "disagree", "insightful", "needs_evidence", "unclear"]},
+    "on": {"type": "boolean", "description": "false takes the response back (default true)"}}}
+operation("post", "/findings/{id}/responses",
+          "Give (or with on=false take back) your response of one kind to a finding: one "
+          "per reader per kind; answers the finding's responses", response=_RESPONDED,
+          body=_RESPOND, errors=("400", "401", "403", "404", "409"))
+operation("post", "/replies/{reply_id}/responses",
+          "As for a finding, for a reply (not a hidden one)", response=_RESPONDED,
+          body=_RESPOND, errors=("400", "401", "403", "404", "409"))
 operation("get", "/notifications", "Your notifications on findings you can read now",
           response={"allOf": [page_of("Notification"), {"type": "object", "properties": {
               "unread": {"type": "integer"}}}]}, params=PAGE_PARAMS)

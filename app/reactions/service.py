@@ -54,13 +54,19 @@ def _check_open(finding: Finding) -> None:
         raise Conflict("This finding is locked: it takes no more responses.", code="locked")
 
 
-def _toggle(model: type[FindingReaction] | type[ReplyReaction], key: dict[str, int],
-            user: User, kind: str) -> bool:
+def _set(model: type[FindingReaction] | type[ReplyReaction], key: dict[str, int],
+         user: User, kind: str, on: bool | None) -> bool:
+    """Set the response on (True), off (False) or to the other state (None)."""
     pk = (*key.values(), user.id, kind)
     existing = db.get(model, pk)
+    if on is None:
+        on = existing is None
     if existing is not None:
-        db.delete(existing)
-        db.commit()
+        if not on:
+            db.delete(existing)
+            db.commit()
+        return on
+    if not on:
         return False
     db.add(model(**key, user_id=user.id, kind=kind))
     try:
@@ -70,21 +76,23 @@ def _toggle(model: type[FindingReaction] | type[ReplyReaction], key: dict[str, i
     return True
 
 
-def toggle_finding(user: User, finding: Finding, kind: Any) -> bool:
-    """Add ``user``'s response ``kind`` to ``finding``, or take it back; True when it is
-    now on. ``finding`` must come from the visibility gate."""
+def toggle_finding(user: User, finding: Finding, kind: Any, on: bool | None = None) -> bool:
+    """Add ``user``'s response ``kind`` to ``finding``, or take it back (``on``: set it
+    rather than toggle); True when it is now on. ``finding`` must come from the
+    visibility gate."""
     kind = check_kind(kind)
     _check_open(finding)
-    return _toggle(FindingReaction, {"finding_id": finding.id}, user, kind)
+    return _set(FindingReaction, {"finding_id": finding.id}, user, kind, on)
 
 
-def toggle_reply(user: User, reply: Reply, finding: Finding, kind: Any) -> bool:
+def toggle_reply(user: User, reply: Reply, finding: Finding, kind: Any,
+                 on: bool | None = None) -> bool:
     """As :func:`toggle_finding`, for a reply (not a hidden one) of ``finding``."""
     kind = check_kind(kind)
     _check_open(finding)
     if reply.hidden:
         raise Conflict("This reply is hidden: it takes no responses.", code="reply_hidden")
-    return _toggle(ReplyReaction, {"reply_id": reply.id}, user, kind)
+    return _set(ReplyReaction, {"reply_id": reply.id}, user, kind, on)
 
 
 # ---------------------------------------------------------------- reading

@@ -42,7 +42,7 @@ def _answer(finding_id: int, anchor: str, kind: str, on: bool | None,
 @bp.post("/<int:finding_id>/responses")
 @member_required
 def finding(finding_id: int) -> Any:
-    found = findings.get_finding(current_user, finding_id)  # the gate, before the form
+    found = findings.get_finding(current_user, finding_id)  # the gate, before the kind is read
     if not EmptyForm().validate_on_submit():
         abort(400)
     kind = request.form.get("kind", "")
@@ -59,7 +59,7 @@ def finding(finding_id: int) -> Any:
 @bp.post("/replies/<int:reply_id>/responses")
 @member_required
 def reply(reply_id: int) -> Any:
-    found = findings.get_reply(current_user, reply_id)  # the gate, before the form
+    found = findings.get_reply(current_user, reply_id)  # the gate, before the kind is read
     finding = findings.get_finding(current_user, found.finding_id)
     if not EmptyForm().validate_on_submit():
         abort(400)

@@ -22,18 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+
+from sidebyside import interleave, save_report
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
 PAGES = ("latest", "finding_100_replies")
 
 
@@ -98,13 +94,6 @@ def _commit(repo: Path) -> str:
     return out.stdout.strip()
 
 
-def _stats(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-    return {"median_ms": round(statistics.median(ordered) * 1000, 2),
-            "p95_ms": round(p95 * 1000, 2), "n": len(ordered)}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before-repo", required=True)
@@ -137,43 +126,11 @@ def main() -> int:
         hello = json.loads(proc.stdout.readline())
         commits[name] = hello["commit"]
         print(f"{name}: ready at {hello['commit']}", flush=True)
-    samples: dict[str, dict[str, list[float]]] = {s: {p: [] for p in PAGES} for s in sides}
-    load = [os.getloadavg()[0]]
-    for r in range(args.rounds):
-        order = ["before", "after"] if r % 2 == 0 else ["after", "before"]
-        for name in order:
-            proc = sides[name]
-            assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write(f"{args.repeat}\n")
-            proc.stdin.flush()
-            for page, values in json.loads(proc.stdout.readline()).items():
-                samples[name][page].extend(values)
-        load.append(os.getloadavg()[0])
-        print(f"round {r + 1}/{args.rounds} done (load {load[-1]:.1f})", flush=True)
-    for proc in sides.values():
-        assert proc.stdin is not None
-        proc.stdin.close()
-        proc.wait(60)
-    results: dict[str, Any] = {}
-    print(f"\n{'page':22} {'before med/p95 ms':>20} {'after med/p95 ms':>20} {'ratio (med)':>12}")
-    for page in PAGES:
-        b, a = _stats(samples["before"][page]), _stats(samples["after"][page])
-        ratio = round(a["median_ms"] / b["median_ms"], 3)
-        results[page] = {"before": b, "after": a, "ratio_median": ratio,
-                         "ratio_p95": round(a["p95_ms"] / b["p95_ms"], 3)}
-        print(f"{page:22} {b['median_ms']:>9.1f} /{b['p95_ms']:>8.1f} "
-              f"{a['median_ms']:>9.1f} /{a['p95_ms']:>8.1f} {ratio:>12.3f}")
-    report = {"benchmark": "writing", "date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                          "load_average_per_round": load,
-                          "note": "shared 2-core machine, loaded by other suites meanwhile; "
-                                  "before and after interleaved round by round. " + args.note},
-              "commits": commits, "rounds": args.rounds, "repeat": args.repeat,
-              "results": results}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"writing-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten to {out.relative_to(REPO)}")
+    samples, load = interleave(sides, PAGES, args.rounds, args.repeat)
+    save_report("writing", samples, PAGES, commits=commits, rounds=args.rounds,
+                repeat=args.repeat, load=load,
+                note=("shared 2-core machine, loaded by other suites meanwhile; "
+                      "before and after interleaved round by round. " + args.note))
     return 0
 
 

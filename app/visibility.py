@@ -147,12 +147,16 @@ def request_for_review(user: Any, request_id: Any) -> ReviewRequest:
 
 
 def released_or_404(item_id: Any) -> ReviewRequest:
-    """A released public version (the public pages, feed and API): anything else, an
+    """A released public version (the public pages, feed and API), by its public number
+    (``public_id``, given at release; never the request's id): anything else, an
     unreleased, withdrawn or declassification request included, is missing."""
+    from sqlalchemy import select
+
     from app.review.models import ReviewRequest
     from app.review.rules import RELEASED
 
-    req = db.get(ReviewRequest, item_id) if isinstance(item_id, int) else None
+    req = db.scalar(select(ReviewRequest).where(ReviewRequest.public_id == item_id)) \
+        if isinstance(item_id, int) else None
     if req is None or req.kind != "publication" or req.state != RELEASED:
         hidden()
     return req

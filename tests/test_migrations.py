@@ -135,12 +135,23 @@ def test_0015_resolves_duplicates_left_by_races_then_refuses_them(app):
     db.remove()
     command.downgrade(cfg, "0014")
     try:
+        # the schema of 0014: a table of only the columns it had (the model has more)
+        import sqlalchemy as sa
+
+        old_requests = sa.table(
+            "review_requests", *(sa.column(c) for c in (
+                "kind", "finding_id", "requester_id", "state", "round", "from_level",
+                "target_level", "content_sha256", "embargo_tz", "public_title",
+                "public_body", "public_body_html", "note", "created_at", "submitted_at",
+                "updated_at")))
         for _ in range(2):
-            db.add(ReviewRequest(kind=req.kind, finding_id=req.finding_id,
-                                 requester_id=req.requester_id, state="changes_requested",
-                                 round=1, from_level=req.from_level,
-                                 target_level=req.target_level,
-                                 content_sha256=req.content_sha256))
+            now = req.created_at
+            db.execute(sa.insert(old_requests).values(
+                kind=req.kind, finding_id=req.finding_id, requester_id=req.requester_id,
+                state="changes_requested", round=1, from_level=req.from_level,
+                target_level=req.target_level, content_sha256=req.content_sha256,
+                embargo_tz="UTC", public_title=b"", public_body=b"", public_body_html=b"",
+                note=b"", created_at=now, submitted_at=now, updated_at=now))
             db.add(Flag(finding_id=flag.finding_id, flagger_id=flag.flagger_id,
                         reason="again", suggested_level=flag.suggested_level,
                         level_at_flag=flag.level_at_flag, state="open"))

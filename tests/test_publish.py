@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -64,7 +65,7 @@ def test_public_pages_feed_and_api_show_only_the_approved_version(app, client):
     req = _released(w, attachments=[att.id])
     index = client.get("/public/")
     assert index.status_code == 200 and "Attention heads, in general" in index.text
-    page = client.get(f"/public/{req.id}")
+    page = client.get(f"/public/{req.public_id}")
     assert page.status_code == 200
     assert "<strong>attention heads</strong>" in page.text  # sanitized Markdown
     assert "approved.csv" in page.text and "secret.csv" not in page.text
@@ -80,26 +81,27 @@ def test_public_pages_feed_and_api_show_only_the_approved_version(app, client):
     assert "attention heads" in entries[0].findtext("a:content", namespaces=ns)
     _no_internal(feed.data.decode())
 
-    api = client.get(f"/api/v1/public/findings/{req.id}").json
+    api = client.get(f"/api/v1/public/findings/{req.public_id}").json
     assert api["body"] == PUBLIC_BODY and [a["filename"] for a in api["attachments"]] == [
         "approved.csv"]
     _no_internal(json.dumps(api))
     assert set(api) == {"id", "title", "body", "body_html", "released_at", "content_sha256",
-                        "url", "attachments"}
+                        "url", "attachments", "credit"}
+    assert api["credit"] is None  # anonymous unless the request chose a credit
 
     file_id = req.attachments[0].id
-    download = client.get(f"/public/{req.id}/files/{file_id}")
+    download = client.get(f"/public/{req.public_id}/files/{file_id}")
     assert download.status_code == 200 and download.data == b"approved bytes\n"
     assert download.headers["Content-Type"] == "application/octet-stream"
     assert "attachment" in download.headers["Content-Disposition"]
-    assert client.get(f"/public/{req.id}/files/{file_id + 1}").status_code == 404
+    assert client.get(f"/public/{req.public_id}/files/{file_id + 1}").status_code == 404
 
 
 def test_public_download_refused_for_unreleased(app, client):
     w = build_world()
     att = attach(w.author, w.finding)
     req = publish_request(w, attachments=[att.id])
-    assert client.get(f"/public/{req.id}/files/{req.attachments[0].id}").status_code == 404
+    assert client.get(f"/public/{req.public_id}/files/{req.attachments[0].id}").status_code == 404
 
 
 def _run(app, *args):  # type: ignore[no-untyped-def]
@@ -256,3 +258,52 @@ def test_internal_text_never_leaks_into_public_json(app, client):
     body = json.dumps(client.get("/api/v1/public/findings").json)
     assert INTERNAL_BODY not in body
     _no_internal(body)
+
+
+def test_public_items_have_their_own_numbers_credit_and_marking(app, client):
+    """A public URL is the item's own number, not its request's id (which would let
+    outsiders count requests, released or not); the page shows the chosen credit and
+    the PUBLIC marking; members reach the public area from the app's menu."""
+    from app.findings.models import Finding
+    from tests.factories import login
+
+    w = build_world()
+    other = make_finding(w.author, level="restricted", title="Other internal title")
+    pending = service.create_publication(w.author, other.id, public_title="Never released",
+                                         public_body="Waiting.")
+    req = _released(w, credit="authors")
+    assert req.id > pending.id and req.public_id == 1
+    assert client.get(f"/public/{req.id}").status_code == 404  # the request id is no URL
+    page = client.get("/public/1")
+    assert page.status_code == 200
+    credit = f"By {w.author.display_name} ({w.author.org.name})"
+    assert credit in page.text
+    assert re.search(r'<div class="marking[^"]*" data-level="public"', page.text)
+    assert client.get("/api/v1/public/findings/1").json["credit"] == (
+        f"{w.author.display_name} ({w.author.org.name})")
+    assert client.get("/api/v1/public/findings/1").json["id"] == 1
+    index = client.get("/public/")
+    assert 'href="/public/1"' in index.text and f'href="/public/{req.id}"' not in index.text
+    assert "Never released" not in index.text
+
+    # the next release is number 2, credited to the organization only
+    db.get(Finding, other.id)
+    service.withdraw(w.author, pending, reason="")
+    again = service.create_publication(w.author, other.id, public_title="Second one",
+                                       public_body="Now.", credit="organization")
+    approve(w.rev_b, again)
+    approve(w.rev_c, again)
+    service.release(w.admin, again, seen=seen_of(again))
+    assert again.public_id == 2
+    second = client.get("/public/2").text
+    assert f"By {w.author.org.name}</p>" in second and w.author.display_name not in second
+    with pytest.raises(service.ServiceError):
+        service.create_publication(w.author, w.finding.id, public_title="x", public_body="y",
+                                   credit="everyone")
+    db.rollback()
+
+    login(client, w.author)
+    home = client.get("/home").text
+    assert 'href="/public/"' in home  # the public area from the app
+    request_page = client.get(f"/review/requests/{req.id}").text
+    assert 'href="/public/1"' in request_page

@@ -192,7 +192,7 @@ def test_statement_counts_do_not_grow_with_the_page(app, api_token):
                       "mine": "/review/mine"}, None),
         ("author", {"request": f"/review/requests/{w.request.id}", "mine": "/review/mine",
                     "finding": f"/findings/{w.big.id}"}, None),
-        ("public", {"index": "/public/", "item": f"/public/{w.released[0].id}",
+        ("public", {"index": "/public/", "item": f"/public/{w.released[0].public_id}",
                     "feed": "/public/feed.atom", "api": "/api/v1/public/findings"}, None),
         ("public", {"api list": "/api/v1/findings?per_page=100",
                     "api get": f"/api/v1/findings/{w.big.id}",

@@ -437,6 +437,7 @@ SCHEMAS["ReviewRequest"] = {
         "escalations": {"type": "array", "items": {"type": "object"}},
         "history": {"type": "array", "items": {"type": "object"}},
         "public_url": {"type": "string"},
+        "credit": {"enum": ["authors", "organization", "anonymous"]},
     },
 }
 SCHEMAS["PublicFinding"] = {
@@ -448,6 +449,8 @@ SCHEMAS["PublicFinding"] = {
         "body_html": {"type": "string"}, "released_at": {"type": "string",
                                                          "format": "date-time"},
         "content_sha256": {"type": "string"}, "url": {"type": "string"},
+        "credit": {"type": ["string", "null"],
+                   "description": "who the item credits (null: anonymous)"},
         "attachments": {"type": "array", "items": {"type": "object", "properties": {
             "id": {"type": "integer"}, "filename": {"type": "string"},
             "size": {"type": "integer"}, "sha256": {"type": "string"},
@@ -465,6 +468,8 @@ _PUBLICATION_BODY = {
                                          "embargo_tz"},
         "embargo_tz": {"type": "string", "description": "IANA zone, default UTC"},
         "note": {"type": "string", "description": "to the reviewers, never published"},
+        "credit": {"enum": ["authors", "organization", "anonymous"],
+                   "description": "who the public page names (default anonymous)"},
     },
 }
 SCHEMAS["QueueItem"] = {

@@ -66,6 +66,7 @@ def request_json(req: ReviewRequest) -> dict[str, Any]:
         "created_at": _when(req.created_at), "submitted_at": _when(req.submitted_at),
         "updated_at": _when(req.updated_at), "released_at": _when(req.released_at),
         "embargo_until": _when(req.embargo_until), "embargo_tz": req.embargo_tz,
+        "credit": req.credit,
         "embargo_display": v.embargo_text or None,
         "tally": {"approvals": v.tally.approvals_counted, "quorum": v.tally.quorum,
                   "quorum_met": v.tally.quorum_met, "blocked": v.tally.blocked,
@@ -90,7 +91,7 @@ def request_json(req: ReviewRequest) -> dict[str, Any]:
         body["attachments"] = [{"attachment_id": a.attachment_id, "filename": a.filename,
                                 "size": a.size, "sha256": a.sha256} for a in req.attachments]
     if req.state == "released":
-        body["public_url"] = external_url("public.show", item_id=req.id)
+        body["public_url"] = external_url("public.show", item_id=req.public_id)
     return body
 
 
@@ -185,7 +186,7 @@ def conflict_declare(id: int) -> Any:
     return {"finding_id": id, "declared": True}, 201
 
 
-PUBLICATION_FIELDS = {"public_title", "public_body", "attachments", "embargo_until",
+PUBLICATION_FIELDS = {"public_title", "public_body", "attachments", "embargo_until", "credit",
                       "embargo_tz", "note"}
 
 
@@ -201,7 +202,8 @@ def publication_create(id: int) -> Any:
             attachments=field(data, "attachments", list, required=False, default=[]),
             embargo_until=field(data, "embargo_until", required=False),
             embargo_tz=field(data, "embargo_tz", required=False),
-            note=field(data, "note", required=False), submission=idempotency_key())
+            note=field(data, "note", required=False),
+            credit=field(data, "credit", required=False), submission=idempotency_key())
     except AlreadySubmitted as exc:
         db.rollback()
         if exc.target_type != "request":
@@ -259,7 +261,8 @@ def request_edit(id: int) -> Any:
     data = json_body()
     _only(data, PUBLICATION_FIELDS | {"target_level"})
     kwargs = {name: data[name] for name in data}
-    for name in ("public_title", "public_body", "embargo_tz", "note", "target_level"):
+    for name in ("public_title", "public_body", "embargo_tz", "note", "target_level",
+                 "credit"):
         if name in kwargs and kwargs[name] is not None and not isinstance(kwargs[name], str):
             raise ServiceError(f"'{name}' must be a string.", code="bad_field", field=name)
     if "attachments" in kwargs and not isinstance(kwargs["attachments"], list):

@@ -1,9 +1,11 @@
 """What the public sees: released publication requests only, as their approved public
 version (title, body, approved files), never anything of the internal finding.
 
-Public items are identified by the request's id. Nothing here reads the finding's title,
-body, level, author or organization; the public JSON, pages, feed and the static export
-are all built from :func:`public_record`.
+Public items have their own numbers (``public_id``, given at release in order), never the
+request's id, which would let anyone count requests, released or not. Nothing here reads
+the finding's title, body, level, author or organization: the only name shown is the
+credit line the request chose, fixed at release. The public JSON, pages, feed and the
+static export are all built from :func:`public_record`.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def latest(limit: int) -> list[ReviewRequest]:
 
 
 def get_public(item_id: int) -> ReviewRequest:
+    """The released item numbered ``item_id`` (its public number, not a request id)."""
     return visibility.released_or_404(item_id)
 
 
@@ -90,16 +93,18 @@ class PublicRecord:
     released_at: datetime
     content_sha256: str
     files: tuple[PublicFile, ...]
+    credit: str = ""  # "" when anonymous
 
 
 def public_record(req: ReviewRequest) -> PublicRecord:
-    assert req.state == RELEASED and req.released_at is not None
+    assert req.state == RELEASED and req.released_at is not None and req.public_id
     return PublicRecord(
-        id=req.id, title=req.public_title, body=req.public_body,
+        id=req.public_id, title=req.public_title, body=req.public_body,
         body_html=req.public_body_html, released_at=req.released_at,
         content_sha256=req.content_sha256,
         files=tuple(PublicFile(a.id, a.filename, a.size, a.sha256, a.content_type)
-                    for a in req.attachments if a.attachment_id is not None))
+                    for a in req.attachments if a.attachment_id is not None),
+        credit=req.public_credit)
 
 
 def iso(when: datetime) -> str:
@@ -111,7 +116,7 @@ def record_json(rec: PublicRecord, *, page_url: str,
     return {
         "id": rec.id, "title": rec.title, "body": rec.body, "body_html": rec.body_html,
         "released_at": iso(rec.released_at), "content_sha256": rec.content_sha256,
-        "url": page_url,
+        "credit": rec.credit or None, "url": page_url,
         "attachments": [{"id": f.id, "filename": f.filename, "size": f.size,
                          "sha256": f.sha256, "url": file_url(f)} for f in rec.files],
     }

@@ -19,13 +19,14 @@ bp = Blueprint("public", __name__, template_folder="templates", url_prefix="/pub
 def index() -> Any:
     page = public.public_page(request.args)
     return render_template("publish/index.html", page=page,
-                           records=[public.public_record(r) for r in page.items])
+                           records=[public.public_record(r) for r in page.items],
+                           page_marking=state.policy().lowest())
 
 
 @bp.get("/<int:item_id>")
 def show(item_id: int) -> Any:
     rec = public.public_record(public.get_public(item_id))
-    return render_template("publish/show.html", rec=rec)
+    return render_template("publish/show.html", rec=rec, page_marking=state.policy().lowest())
 
 
 @bp.get("/<int:item_id>/files/<int:file_id>")

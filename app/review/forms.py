@@ -43,6 +43,11 @@ class PublicationForm(OnceForm):
                              validate_choice=False)
     note = TextAreaField("Note to the reviewers (not published)",
                          validators=[Optional(), Length(max=5000)])
+    credit = RadioField("Credit on the public page", default="anonymous",
+                        validate_choice=False,
+                        choices=[SelectChoice("authors", "The author and their organization"),
+                                 SelectChoice("organization", "The organization only"),
+                                 SelectChoice("anonymous", "Nobody (anonymous)")])
 
 
 class DeclassifyForm(OnceForm):

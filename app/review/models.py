@@ -166,6 +166,14 @@ class ReviewRequest(Base, Sealed):
     decided_at: Mapped[datetime | None]
     released_at: Mapped[datetime | None] = mapped_column(index=True)
     released_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # the public item's own number, given at release (1, 2, ...): public URLs never show
+    # the request's id, which would let outsiders count requests, released or not
+    public_id: Mapped[int | None] = mapped_column(Integer, unique=True)
+    # who the public page credits: "authors" (the author and organization),
+    # "organization" or "anonymous"; the credit line is fixed at release
+    credit: Mapped[str] = mapped_column(String(16), default="anonymous",
+                                        server_default="anonymous")
+    public_credit: Mapped[str] = mapped_column(String(400), default="", server_default="")
     closed_at: Mapped[datetime | None]
 
     finding: Mapped[Finding] = relationship(lazy="joined")

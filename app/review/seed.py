@@ -51,7 +51,8 @@ def seed_review(data: dict[str, Any]) -> None:
             category=category.slug, level="restricted")
         req = service.create_publication(
             carol, secret.id, public_title="Two heads carry in-context copying",
-            public_body=PUBLIC, note="The recipe is left out on purpose.")
+            public_body=PUBLIC, note="The recipe is left out on purpose.",
+            credit="organization")
         scores = {key: 1 for key in _rubric_keys()}
         service.add_review(rita, req, seen=pins.current(req), decision="approve", risk="low",
                            scores=scores,
@@ -87,7 +88,7 @@ def _released(admin: Any) -> None:
     req = service.create_publication(
         nina, finding.id, public_title="A cheap evaluation for sycophancy drift",
         public_body=RELEASED_BODY,
-        note="Safe to share: no model details.")
+        note="Safe to share: no model details.", credit="authors")
     scores = {key: 0 for key in _rubric_keys()}
     for reviewer in ("rita@meridian.example", "rex@opencircuits.example"):
         service.add_review(_user(reviewer), req, seen=pins.current(req), decision="approve",

@@ -171,11 +171,38 @@ def _pin_of(req: ReviewRequest, files: Sequence[PinnedFile] | None = None) -> st
         target_level=req.target_level)
 
 
+#: Who a public page credits: the author and organization, the organization, or nobody.
+CREDITS = {"authors": "The author and their organization",
+           "organization": "The organization only",
+           "anonymous": "Nobody (anonymous)"}
+
+
+def check_credit(credit: Any) -> str:
+    if credit is None or credit == "":
+        return "anonymous"
+    if credit not in CREDITS:
+        raise ServiceError("Credit is one of: " + ", ".join(CREDITS) + ".",
+                           code="bad_credit", field="credit")
+    return str(credit)
+
+
+def credit_line(req: ReviewRequest) -> str:
+    """The credit a released item shows, fixed at release ("" when anonymous): the
+    author chose to be named in public, so no disclosure rule applies to this line."""
+    finding = req.finding
+    if req.credit == "authors":
+        return f"{finding.author.display_name} ({finding.org.name})"
+    if req.credit == "organization":
+        return finding.org.name
+    return ""
+
+
 def create_publication(user: User, finding_id: int, *, public_title: Any, public_body: Any,
                        attachments: Any = None, embargo_until: Any = None,
-                       embargo_tz: Any = None, note: Any = None,
+                       embargo_tz: Any = None, note: Any = None, credit: Any = None,
                        submission: str | None = None) -> ReviewRequest:
     """The author (or an admin) asks to publish a public version of a finding.
+    ``credit``: who the public page names (:data:`CREDITS`, anonymous when None).
     ``submission``: the form's one-time token (a double submission finds the first)."""
     finding = findings.get_finding(user, finding_id)
     once = submissions.claim(user, submission, "publication")
@@ -190,6 +217,7 @@ def create_publication(user: User, finding_id: int, *, public_title: Any, public
     when, tz = content.parse_embargo(embargo_until, embargo_tz)
     content.check_embargo(when)
     note = clean_text(note, "note", limit=NOTE_MAX, required=False)
+    chosen_credit = check_credit(credit)
     if _open_request(finding, PUBLICATION) is not None:
         raise Conflict("This finding already has an open publication request; edit that "
                        "one instead.", code="open_request")
@@ -199,7 +227,7 @@ def create_publication(user: User, finding_id: int, *, public_title: Any, public
                         target_level=state.policy().lowest().key, public_title=title,
                         public_body=body, public_body_html=render_markdown(body), note=note,
                         embargo_until=when, embargo_tz=tz, created_at=now, submitted_at=now,
-                        updated_at=now)
+                        updated_at=now, credit=chosen_credit)
     req.finding = finding
     _set_files(req, files)
     req.content_sha256 = _pin_of(req, [f for f, _ in files])
@@ -270,10 +298,12 @@ def _editable(req: ReviewRequest) -> None:
 def edit_request(user: User, req: ReviewRequest, *, public_title: Any = _UNSET,
                  public_body: Any = _UNSET, attachments: Any = _UNSET,
                  embargo_until: Any = _UNSET, embargo_tz: Any = _UNSET,
-                 target_level: Any = _UNSET, note: Any = _UNSET) -> bool:
+                 target_level: Any = _UNSET, note: Any = _UNSET,
+                 credit: Any = _UNSET) -> bool:
     """Edit a request. Changing pinned content starts a new round: the request returns
     to ``submitted``, earlier reviews are kept but marked stale (approvals no longer
-    count). Returns True when the pinned content changed."""
+    count); the note and the credit are not pinned content. Returns True when the pinned
+    content changed."""
     if viewer_role(user, req) is None:
         raise NotFound()
     _require_owner_or_admin(user, req.finding, "edit this request")
@@ -311,12 +341,17 @@ def edit_request(user: User, req: ReviewRequest, *, public_title: Any = _UNSET,
     new_pin = content.request_pin(kind=req.kind, finding_id=req.finding_id, title=title,
                                   body=body, files=pinned, embargo_until=when,
                                   from_level=req.from_level, target_level=target)
+    new_credit = req.credit if credit is _UNSET else check_credit(credit)
+    if new_credit != req.credit:
+        req.credit = new_credit
+        req.updated_at = utcnow()
+        notices.event("review_request_credit_changed", user, request=req, credit=new_credit)
     if new_pin == req.content_sha256:
         if new_note != req.note:
             req.note = new_note
             req.updated_at = utcnow()
             notices.event("review_request_note_edited", user, request=req)
-            db.commit()
+        db.commit()
         return False
 
     old_pin, old_state = req.content_sha256, req.state
@@ -638,6 +673,8 @@ def release(user: User, req: ReviewRequest, *, seen: pins.Seen) -> ReviewRequest
         assert req.state == RELEASED
         req.released_at = now
         req.released_by_id = user.id
+        req.public_id = (db.scalar(select(func.max(ReviewRequest.public_id))) or 0) + 1
+        req.public_credit = credit_line(req)
         action = "review_request_released"
         details: dict[str, Any] = {"content_sha256": req.content_sha256,
                                    "files": len(req.attachments)}

@@ -264,7 +264,8 @@ def _publication_form(finding: Finding, req: ReviewRequest | None = None,
                                public_body=req.public_body, note=req.note,
                                attachments=[a.attachment_id for a in req.attachments
                                             if a.attachment_id],
-                               embargo_until=local, embargo_tz=req.embargo_tz)
+                               embargo_until=local, embargo_tz=req.embargo_tz,
+                               credit=req.credit)
     else:
         # Deliberately empty: the public version is written afresh, not copied from the
         # internal text.
@@ -288,7 +289,7 @@ def publish_new(finding_id: int) -> Any:
                 public_body=form.public_body.data, attachments=form.attachments.data or [],
                 embargo_until=form.embargo_until.data or None,
                 embargo_tz=form.embargo_tz.data, note=form.note.data,
-                submission=form.submission.data)
+                credit=form.credit.data, submission=form.submission.data)
         except AlreadySubmitted as exc:
             db.rollback()
             return already_submitted(exc, url_for("findings.show", finding_id=finding_id))
@@ -435,7 +436,8 @@ def request_edit(request_id: int) -> Any:
                 current_user, req, public_title=form.public_title.data,
                 public_body=form.public_body.data, attachments=form.attachments.data or [],
                 embargo_until=form.embargo_until.data or None,
-                embargo_tz=form.embargo_tz.data, note=form.note.data)
+                embargo_tz=form.embargo_tz.data, note=form.note.data,
+                credit=form.credit.data)
         except ServiceError as exc:
             db.rollback()
             form_error(exc, form)

@@ -395,6 +395,8 @@ def test_the_readme_tour_can_be_finished(browser, demo):
         admin.get_by_label("I have read the public version above").check()
         admin.get_by_role("button", name="Release it now").click()
         expect(admin.locator("body")).to_contain_text("Released: the public version")
+        admin.get_by_role("link", name="Public area").click()
+        expect(admin.locator("main")).to_contain_text("by Northlight Labs")
 
         # anyone: /public and the feed list both released items
         ctx, page = _context(browser)
@@ -405,6 +407,9 @@ def test_the_readme_tour_can_be_finished(browser, demo):
             expect(page.locator("main")).to_contain_text(title)
         page.get_by_role("link", name="A cheap evaluation for sycophancy drift").click()
         assert page.locator("math").count() >= 1  # the released text's math, as MathML
+        expect(page.get_by_test_id("public-credit")).to_have_text(
+            "By Nina Network (Northlight Labs)")
+        assert page.locator('.marking[data-level="public"]').count() == 2
         feed = page.request.get(f"{demo.url}/public/feed.atom").text()
         assert feed.count("<entry>") == 2
 

@@ -295,7 +295,8 @@ def test_invite_to_public_release(browser, live_server, app, tmp_path):
     out = tmp_path / "site"
     result = app.test_cli_runner().invoke(enclave, ["export", str(out)])
     assert result.exit_code == 0, result.output
-    exported = (out / "findings" / f"{request_id}.html").read_text()
+    public_id = db.get(ReviewRequest, request_id).public_id
+    exported = (out / "findings" / f"{public_id}.html").read_text()
     assert PUBLIC_TITLE in exported and "0.97 AUROC" not in exported
 
     # 12. signed out: the public page and its file; the original answers 404

@@ -16,6 +16,7 @@ from app import state
 from app.cli import enclave
 from app.db import db
 from app.findings.models import Category
+from app.review.models import ReviewRequest
 from tests.browser.conftest import screenshot
 from tests.factories import PASSWORD, make_org, make_user, totp_now
 
@@ -153,7 +154,9 @@ def test_publish_review_escalate_release_in_the_browser(browser, live_server, ap
     assert feed.ok
     text = feed.text()
     assert PUBLIC_TITLE in text and "mean_diff" not in text and INTERNAL_TITLE not in text
-    api = anon.request.get(f"{live}/api/v1/public/findings/{request_id}").json()
+    db.expire_all()
+    public_id = db.get(ReviewRequest, request_id).public_id
+    api = anon.request.get(f"{live}/api/v1/public/findings/{public_id}").json()
     assert api["title"] == PUBLIC_TITLE and api["body"] == PUBLIC_BODY
     for c in contexts:
         c.close()

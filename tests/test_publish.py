@@ -101,7 +101,7 @@ def test_public_download_refused_for_unreleased(app, client):
     w = build_world()
     att = attach(w.author, w.finding)
     req = publish_request(w, attachments=[att.id])
-    assert client.get(f"/public/{req.public_id}/files/{req.attachments[0].id}").status_code == 404
+    assert client.get(f"/public/{req.id}/files/{req.attachments[0].id}").status_code == 404
 
 
 def _run(app, *args):  # type: ignore[no-untyped-def]
@@ -117,10 +117,10 @@ def test_export_verify_and_tamper(app, tmp_path):
     assert r.exit_code == 0, r.output + r.stderr
     names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert names == sorted([
-        "index.html", f"findings/{req.id}.html", "feed.atom", "findings.json", "style.css",
-        f"files/{req.id}/{req.attachments[0].id}-table.csv", "public-key.txt",
+        "index.html", f"findings/{req.public_id}.html", "feed.atom", "findings.json", "style.css",
+        f"files/{req.public_id}/{req.attachments[0].id}-table.csv", "public-key.txt",
         "manifest.json", "manifest.sig"])
-    assert (out / f"files/{req.id}/{req.attachments[0].id}-table.csv").read_bytes() == b"col\n1\n"
+    assert (out / f"files/{req.public_id}/{req.attachments[0].id}-table.csv").read_bytes() == b"col\n1\n"
     for name in names:
         if name.endswith((".html", ".atom", ".json")):
             _no_internal((out / name).read_text())
@@ -135,13 +135,13 @@ def test_export_verify_and_tamper(app, tmp_path):
     r = _run(app, "export", "verify", str(out), "--public-key", key)
     assert r.exit_code == 0 and "out of band" not in r.stderr
 
-    page = out / f"findings/{req.id}.html"
+    page = out / f"findings/{req.public_id}.html"
     page.write_text(page.read_text().replace("Attention", "Tampered"))
     (out / "extra.txt").write_text("not ours")
     (out / "style.css").unlink()
     r = _run(app, "export", "verify", str(out))
     assert r.exit_code == 1
-    assert f"MISMATCH findings/{req.id}.html" in r.output
+    assert f"MISMATCH findings/{req.public_id}.html" in r.output
     assert "MISSING style.css" in r.output and "EXTRA extra.txt" in r.output
     assert "verification failed" in r.stderr
 
@@ -190,7 +190,7 @@ def test_export_is_deterministic_and_incremental(app, tmp_path):
     approve(w.rev_c, req2)
     service.release(w.admin, req2, seen=seen_of(req2))
     third = export.export_site(one)
-    assert f"findings/{req2.id}.html" in third.written
+    assert f"findings/{req2.public_id}.html" in third.written
     assert not any(name.startswith("files/") for name in third.written)
     assert export.verify_export(one).ok
     actions = db.scalars(select(audit.AuditEntry.action).where(
@@ -230,11 +230,11 @@ def test_export_removes_files_no_longer_released(app, tmp_path):
     req = _released(w)
     out = tmp_path / "site"
     export.export_site(out)
-    assert (out / f"findings/{req.id}.html").exists()
+    assert (out / f"findings/{req.public_id}.html").exists()
     db.delete(req)  # e.g. the finding was deleted
     db.commit()
     report = export.export_site(out)
-    assert f"findings/{req.id}.html" in report.removed
+    assert f"findings/{req.public_id}.html" in report.removed
     assert not (out / "findings").exists() or not any((out / "findings").iterdir())
     assert export.verify_export(out).ok
 

@@ -30,10 +30,14 @@
     write.setAttribute("aria-controls", area.id);
     show.setAttribute("aria-controls", pane.id);
 
-    area.parentNode.insertBefore(tabs, area);
+    // the tabs and the formatting buttons share a row; a tablist holds only tabs
+    var bar = document.createElement("div");
+    bar.className = "editor-bar";
+    bar.appendChild(tabs);
+    area.parentNode.insertBefore(bar, area);
     area.parentNode.insertBefore(pane, area.nextSibling);
     var tools = toolbar(area);
-    tabs.appendChild(tools);
+    bar.appendChild(tools);
 
     function tab(label, selected) {
       var b = document.createElement("button");

@@ -167,7 +167,7 @@ def test_publish_review_escalate_release_in_the_browser(browser, live_server, ap
     out = tmp_path / "site"
     result = runner.invoke(enclave, ["export", str(out)])
     assert result.exit_code == 0, result.output + result.stderr
-    page_file = out / "findings" / f"{request_id}.html"
+    page_file = out / "findings" / f"{public_id}.html"
     assert PUBLIC_TITLE in page_file.read_text() and "mean_diff" not in page_file.read_text()
     result = runner.invoke(enclave, ["export", "verify", str(out)])
     assert result.exit_code == 0, result.output + result.stderr

@@ -120,7 +120,8 @@ def test_export_verify_and_tamper(app, tmp_path):
         "index.html", f"findings/{req.public_id}.html", "feed.atom", "findings.json", "style.css",
         f"files/{req.public_id}/{req.attachments[0].id}-table.csv", "public-key.txt",
         "manifest.json", "manifest.sig"])
-    assert (out / f"files/{req.public_id}/{req.attachments[0].id}-table.csv").read_bytes() == b"col\n1\n"
+    csv = out / f"files/{req.public_id}/{req.attachments[0].id}-table.csv"
+    assert csv.read_bytes() == b"col\n1\n"
     for name in names:
         if name.endswith((".html", ".atom", ".json")):
             _no_internal((out / name).read_text())

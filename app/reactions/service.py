@@ -142,6 +142,11 @@ class PageResponses:
     def reply(self, reply_id: int) -> Responses:
         return self.replies.get(reply_id) or empty()
 
+    @property
+    def none(self) -> Responses:
+        """No responses yet (pages render that bar once and reuse it)."""
+        return empty()
+
 
 def responses(viewer: User, finding: Finding, reply_ids: Iterable[int] = ()) -> PageResponses:
     """The responses to ``finding`` and to the replies ``reply_ids`` (of that finding),

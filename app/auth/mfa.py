@@ -14,7 +14,7 @@ from sqlalchemy import or_, select, update
 
 from app import state
 from app.auth.models import RecoveryCode, User
-from app.auth.passwords import hash_password, matches_hash
+from app.auth.passwords import hash_secret, matches_hash
 from app.crypto.wrap import IntegrityError, seal, unseal
 from app.db import db, utcnow
 
@@ -136,7 +136,7 @@ def new_recovery_codes(user: User) -> list[str]:
         code = new_code()
         codes.append(code)
         # Argon2id like a password: a copy of the database does not give the codes
-        db.add(RecoveryCode(user_id=user.id, code_hash=hash_password(_normal_code(code))))
+        db.add(RecoveryCode(user_id=user.id, code_hash=hash_secret(_normal_code(code))))
     return codes
 
 

@@ -107,6 +107,14 @@ def test_responses_on_replies_and_the_script_s_json_answer(app, client):
     shown = client.get(page).text
     assert _button(shown, f"responses-reply-{reply.id}", "disagree") == ("true", "1")
     assert _button(shown, "responses-finding", "disagree") == ("false", "0")
+    # a reply nobody responded to has its own working bar too (rendered once, reused)
+    quiet = findings.add_reply(author, finding, "Nobody responds to this one.")
+    shown = client.get(page).text
+    assert _button(shown, f"responses-reply-{quiet.id}", "agree") == ("false", "0")
+    assert f'action="/findings/replies/{quiet.id}/responses"' in shown
+    r = _post(client, f"/findings/replies/{quiet.id}/responses", "agree", page=page)
+    assert r.location.endswith(f"#reply-{quiet.id}")
+    assert _count(ReplyReaction, reply_id=quiet.id, user_id=reader.id) == 1
     # no notification to anyone: a response is not news
     assert db.scalar(select(func.count()).select_from(Notification)) == 0
 
@@ -263,3 +271,16 @@ def test_the_api_sets_responses_behind_the_gate(app, client, api_token):
     op = spec["paths"]["/findings/{id}/responses"]["post"]
     schema = op["requestBody"]["content"]["application/json"]["schema"]
     assert tuple(schema["properties"]["kind"]["enum"]) == reactions.KIND_KEYS
+
+
+def test_a_reply_on_a_later_page_comes_back_to_its_page(app, client):
+    author, reader, other, low, finding, _ = _world()
+    for i in range(findings.REPLIES_PER_PAGE):
+        findings.add_reply(author, finding, f"Reply {i}")
+    last = findings.add_reply(author, finding, "On page two.")
+    login(client, reader)
+    page = f"/findings/{finding.id}?rp=2"
+    shown = client.get(page).text
+    assert f'action="/findings/replies/{last.id}/responses?rp=2"' in shown
+    r = _post(client, f"/findings/replies/{last.id}/responses?rp=2", "unclear", page=page)
+    assert r.location.endswith(f"/findings/{finding.id}?rp=2#reply-{last.id}")

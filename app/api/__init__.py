@@ -7,7 +7,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from flask import Blueprint, current_app, g, request
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app import access, state
 from app.auth.models import Role, User
@@ -161,7 +161,9 @@ def _caused_by_depth(exc: BaseException) -> bool:
 def json_body() -> dict[str, Any]:
     try:
         data = request.get_json(silent=False)
-    except BadRequest as exc:  # malformed, not JSON, or nested too deeply (a 413 passes)
+    except RequestEntityTooLarge:
+        raise  # the 413 as it is: "too large", not "bad JSON"
+    except HTTPException as exc:  # malformed, not JSON (400/415), or nested too deeply
         if _caused_by_depth(exc):
             raise ServiceError(f"The JSON body is nested too deeply (at most {MAX_DEPTH} "
                                "levels).", code="bad_json") from None

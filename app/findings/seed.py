@@ -121,6 +121,8 @@ def phase_change_png() -> bytes:
 
     from PIL import Image, ImageDraw
 
+    from app.traceability.lettering import draw_text
+
     width, height = 480, 240
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
@@ -132,9 +134,9 @@ def phase_change_png() -> bytes:
         points.append((40 + x, int(10 + (3.4 - loss) / 2.4 * (height - 40))))
     draw.line(points, fill="#1f4e8c", width=3)
     draw.line([(40 + 210, 10), (40 + 210, height - 30)], fill="#9a5b00", width=1)
-    draw.text((46, height - 24), "step 0", fill="#1b1f24")
-    draw.text((220, height - 24), "1,500", fill="#1b1f24")
-    draw.text((width - 70, height - 24), "3,000", fill="#1b1f24")
+    draw_text(draw, (46, height - 24), "step 0", 11, fill="#1b1f24")
+    draw_text(draw, (220, height - 24), "1,500", 11, fill="#1b1f24")
+    draw_text(draw, (width - 70, height - 24), "3,000", 11, fill="#1b1f24")
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()

@@ -37,7 +37,7 @@ def text_width(text: str, size: int) -> float:
 
 
 def draw_text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, size: int,
-              fill: tuple[int, ...]) -> None:
+              fill: str | tuple[int, ...]) -> None:
     """Draw ``text`` at ``xy`` in the stamp font at ``size``."""
     with _FREETYPE:
         draw.text(xy, text, font=_sized(size), fill=fill)

@@ -76,7 +76,7 @@ def test_full_path_through_the_api(app, client, api_token):
     item = listing["items"][0]
     assert item["title"] == "Heads in general" and item["body"] == PUBLIC_BODY
     assert "Internal" not in str(item)
-    one = client.get(f"/api/v1/public/findings/{req_id}").json
+    one = client.get(f"/api/v1/public/findings/{item['id']}").json
     assert one["attachments"][0]["sha256"] == item["attachments"][0]["sha256"]
     download = client.get(one["attachments"][0]["url"].replace("http://localhost", ""))
     assert download.status_code == 200 and download.data == b"public dataset\n"

@@ -25,10 +25,9 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from sidebyside import interleave, save_report
+from sidebyside import interleave, save_report, serve_timings
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = ("latest", "finding_100_replies", "search_two_words")
@@ -55,25 +54,7 @@ def child(repo: Path, url: str, instance: str | None, seed: int) -> None:
     urls = {"latest": "/findings/", "finding_100_replies": f"/findings/{ids['bench_finding']}",
             "search_two_words": f"/findings/search?q={words[300]}+{words[700]}"}
     client = reader["client"]
-    for url_ in urls.values():  # warm up
-        assert client.get(url_).status_code == 200, url_
-    print(json.dumps({"ready": True, "commit": _commit(repo)}), flush=True)
-    for line in sys.stdin:
-        n = int(line)
-        samples: dict[str, list[float]] = {p: [] for p in PAGES}
-        for _ in range(n):
-            for page in PAGES:
-                t0 = time.perf_counter()
-                response = client.get(urls[page])
-                samples[page].append(time.perf_counter() - t0)
-                assert response.status_code == 200, (page, response.status_code)
-        print(json.dumps(samples), flush=True)
-
-
-def _commit(repo: Path) -> str:
-    out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True, check=False)
-    return out.stdout.strip()
+    serve_timings(client, urls, PAGES, repo)
 
 
 def main() -> int:

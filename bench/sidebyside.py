@@ -10,6 +10,8 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -73,3 +75,28 @@ def save_report(benchmark: str, samples: dict[str, dict[str, list[float]]],
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten to {out.relative_to(REPO)}")
     return out
+
+
+def commit_of(repo: Path) -> str:
+    """The short commit id checked out in ``repo``."""
+    out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True, check=False)
+    return out.stdout.strip()
+
+
+def serve_timings(client: Any, urls: dict[str, str], pages: list[str] | tuple[str, ...],
+                  repo: Path) -> None:
+    """The child's side of :func:`interleave`: warm up, say ready, then for each number
+    read from stdin time every page that many times and print the samples as JSON."""
+    for url in urls.values():
+        assert client.get(url).status_code == 200, url
+    print(json.dumps({"ready": True, "commit": commit_of(repo)}), flush=True)
+    for line in sys.stdin:
+        samples: dict[str, list[float]] = {p: [] for p in pages}
+        for _ in range(int(line)):
+            for page in pages:
+                t0 = time.perf_counter()
+                response = client.get(urls[page])
+                samples[page].append(time.perf_counter() - t0)
+                assert response.status_code == 200, (page, response.status_code)
+        print(json.dumps(samples), flush=True)
